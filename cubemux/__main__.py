@@ -1,0 +1,5 @@
+import sys
+
+from cubemux.cli import main
+
+sys.exit(main())

@@ -1,0 +1,271 @@
+"""Set-based apply of one batch's events into the destination.
+
+Rows are buffered per target table and per column set, then sent with COPY.
+``keep_all`` copies every I and U version straight into the partition.
+``keep_latest`` copies every event into a temporary stage table, then one
+DELETE removes the touched keys from the partition and one INSERT per column
+set adds the last version of each key whose last event is not a D. Both
+equal applying the events one at a time in ev_id order.
+"""
+
+import dataclasses
+import io
+import logging
+
+import psycopg2
+from psycopg2 import sql
+
+from cubemux import copytext
+from cubemux.errors import EventError
+
+log = logging.getLogger(__name__)
+
+FLUSH_BYTES = 4 * 1024 * 1024
+
+# Extra columns of a keep_latest stage table.
+EV_ID_COLUMN = "cubemux_ev_id"
+OP_COLUMN = "cubemux_op"
+COLSET_COLUMN = "cubemux_colset"
+
+
+@dataclasses.dataclass
+class Counts:
+    """What one batch did, for logs and metrics."""
+
+    events: dict = dataclasses.field(default_factory=lambda: {"I": 0, "U": 0, "D": 0})
+    inserted: dict = dataclasses.field(default_factory=dict)
+    deleted: dict = dataclasses.field(default_factory=dict)
+
+    def add_rows(self, field, table, count):
+        bucket = getattr(self, field)
+        bucket[table] = bucket.get(table, 0) + count
+
+
+class _Buffer:
+    """Rows of one column set waiting for COPY, and the event id of each row."""
+
+    def __init__(self, columns, colset):
+        self.columns = columns
+        self.colset = colset
+        self.text = io.StringIO()
+        self.ev_ids = []
+        self.size = 0
+
+    def add(self, ev_id, line):
+        self.text.write(line)
+        self.ev_ids.append(ev_id)
+        self.size += len(line)
+
+    def reset(self):
+        self.text = io.StringIO()
+        self.ev_ids = []
+        self.size = 0
+
+
+class _Target:
+    """One destination table of the batch: a partition, or the parent itself."""
+
+    def __init__(self, schema, parent, name, pkeys, columns):
+        self.schema = schema
+        self.parent = parent
+        self.name = name
+        self.pkeys = pkeys
+        self.columns = columns
+        self.buffers = {}
+        self.stage = None
+
+    @property
+    def parent_label(self):
+        return "%s.%s" % (self.schema, self.parent)
+
+    def identifier(self):
+        return sql.Identifier(self.schema, self.name)
+
+
+class BatchWriter:
+    """Collects a batch's events and writes them in the destination transaction."""
+
+    def __init__(self, conn, mode, partitioner):
+        self.conn = conn
+        self.mode = mode
+        self.partitioner = partitioner
+        self.targets = {}
+        self.buffered = 0
+        self.counts = Counts()
+        self._stage_count = 0
+
+    def add(self, event, suffix_name):
+        """Buffer EVENT for its target table SUFFIX_NAME (in the event's schema)."""
+        self.counts.events[event.op] += 1
+        target = self._target(event, suffix_name)
+        self._check_event(event, target)
+
+        buffer = target.buffers.get(event.columns)
+        if buffer is None:
+            buffer = _Buffer(event.columns, len(target.buffers))
+            target.buffers[event.columns] = buffer
+        if self.mode == "keep_all":
+            line = copytext.encode_row(event.values)
+        else:
+            line = copytext.encode_row(
+                [*event.values, str(event.ev_id), event.op, str(buffer.colset)])
+        buffer.add(event.ev_id, line)
+
+        self.buffered += len(line)
+        if self.buffered >= FLUSH_BYTES:
+            self.flush()
+
+    def _target(self, event, name):
+        key = (event.schema, name)
+        target = self.targets.get(key)
+        if target is not None:
+            return target
+        self.partitioner.ensure(event.schema, event.table, name, event.pkeys, event.ev_id)
+        columns = self._table_columns(event.schema, name)
+        target = _Target(event.schema, event.table, name, event.pkeys, columns)
+        if self.mode == "keep_latest":
+            self._check_keys(event, target)
+            target.stage = self._create_stage(target)
+        self.targets[key] = target
+        return target
+
+    def _check_event(self, event, target):
+        label = target.parent_label
+        if event.op == "D" and self.mode == "keep_all":
+            raise EventError(
+                "a delete event cannot be applied with mode = keep_all, which "
+                "keeps every version; set mode = keep_latest in the job file, or "
+                "stop sending deletes to this queue", event.ev_id, label)
+        if event.columns not in target.buffers:
+            missing = [name for name in event.columns if name not in target.columns]
+            if missing:
+                raise EventError(
+                    "column %s does not exist in %s.%s: add it to the parent "
+                    "table and its partitions"
+                    % (", ".join(missing), target.schema, target.name),
+                    event.ev_id, label)
+        if self.mode == "keep_latest":
+            if event.pkeys != target.pkeys:
+                self._check_keys(event, target)
+            absent = [key for key in target.pkeys if key not in event.columns]
+            if absent:
+                raise EventError(
+                    "the event has no value for primary key column %s"
+                    % ", ".join(absent), event.ev_id, label)
+
+    def _check_keys(self, event, target):
+        if not event.pkeys:
+            raise EventError(
+                "mode = keep_latest needs a primary key, but the event carries "
+                "none: add a primary key to the source table (or a pkey= "
+                "argument to its logutriga trigger), or set mode = keep_all",
+                event.ev_id, target.parent_label)
+        if event.pkeys != target.pkeys:
+            raise EventError(
+                "the event's primary key (%s) differs from the key (%s) of "
+                "earlier events of this table in the batch"
+                % (", ".join(event.pkeys), ", ".join(target.pkeys)),
+                event.ev_id, target.parent_label)
+
+    def _table_columns(self, schema, name):
+        with self.conn.cursor() as cur:
+            cur.execute(
+                "select a.attname from pg_catalog.pg_attribute a"
+                " join pg_catalog.pg_class c on c.oid = a.attrelid"
+                " join pg_catalog.pg_namespace n on n.oid = c.relnamespace"
+                " where n.nspname = %s and c.relname = %s"
+                " and a.attnum > 0 and not a.attisdropped", (schema, name))
+            return frozenset(row[0] for row in cur.fetchall())
+
+    def _create_stage(self, target):
+        self._stage_count += 1
+        stage = sql.Identifier("cubemux_stage_%d" % self._stage_count)
+        with self.conn.cursor() as cur:
+            cur.execute(sql.SQL(
+                "create temporary table {stage} on commit drop as"
+                " select * from only {table} with no data").format(
+                    stage=stage, table=target.identifier()))
+            cur.execute(sql.SQL(
+                "alter table {stage} add column {ev_id} bigint,"
+                " add column {op} \"char\", add column {colset} integer").format(
+                    stage=stage, ev_id=sql.Identifier(EV_ID_COLUMN),
+                    op=sql.Identifier(OP_COLUMN),
+                    colset=sql.Identifier(COLSET_COLUMN)))
+        return stage
+
+    def flush(self):
+        """Send every buffered row with COPY."""
+        for target in self.targets.values():
+            for buffer in target.buffers.values():
+                if buffer.ev_ids:
+                    self._copy(target, buffer)
+        self.buffered = 0
+
+    def _copy(self, target, buffer):
+        columns = [sql.Identifier(name) for name in buffer.columns]
+        if self.mode == "keep_all":
+            into = target.identifier()
+        else:
+            into = target.stage
+            columns += [sql.Identifier(EV_ID_COLUMN), sql.Identifier(OP_COLUMN),
+                        sql.Identifier(COLSET_COLUMN)]
+        statement = sql.SQL("copy {} ({}) from stdin").format(
+            into, sql.SQL(", ").join(columns))
+        buffer.text.seek(0)
+        try:
+            with self.conn.cursor() as cur:
+                cur.copy_expert(statement.as_string(self.conn), buffer.text)
+        except (psycopg2.DataError, psycopg2.IntegrityError) as error:
+            raise self._row_error(error, target, buffer) from error
+
+        if self.mode == "keep_all":
+            self.counts.add_rows("inserted", target.parent_label, len(buffer.ev_ids))
+        buffer.reset()
+
+    def _row_error(self, error, target, buffer):
+        diag = error.diag
+        line = copytext.failed_line(diag.context)
+        ev_id = None
+        if line is not None and 0 < line <= len(buffer.ev_ids):
+            ev_id = buffer.ev_ids[line - 1]
+        message = (diag.message_primary or str(error)).strip()
+        return EventError("the destination rejected the row: %s" % message,
+                          ev_id, target.parent_label)
+
+    def finish(self):
+        """Flush the rest and, under keep_latest, apply the stage tables."""
+        self.flush()
+        if self.mode == "keep_latest":
+            for target in self.targets.values():
+                self._apply_latest(target)
+        return self.counts
+
+    def _apply_latest(self, target):
+        keys = [sql.Identifier(key) for key in target.pkeys]
+        key_list = sql.SQL(", ").join(keys)
+        table = target.identifier()
+        matches = sql.SQL(" and ").join(
+            sql.SQL("p.{key} = s.{key}").format(key=key) for key in keys)
+
+        with self.conn.cursor() as cur:
+            cur.execute(sql.SQL(
+                "delete from {table} p using (select distinct {keys} from {stage}) s"
+                " where {matches}").format(
+                    table=table, keys=key_list, stage=target.stage, matches=matches))
+            self.counts.add_rows("deleted", target.parent_label, cur.rowcount)
+
+            latest = sql.SQL(
+                "(select distinct on ({keys}) * from {stage}"
+                " order by {keys}, {ev_id} desc) l").format(
+                    keys=key_list, stage=target.stage,
+                    ev_id=sql.Identifier(EV_ID_COLUMN))
+            for buffer in target.buffers.values():
+                columns = sql.SQL(", ").join(sql.Identifier(c) for c in buffer.columns)
+                cur.execute(sql.SQL(
+                    "insert into {table} ({columns}) select {columns} from {latest}"
+                    " where l.{op} <> 'D' and l.{colset} = %s").format(
+                        table=table, columns=columns, latest=latest,
+                        op=sql.Identifier(OP_COLUMN),
+                        colset=sql.Identifier(COLSET_COLUMN)),
+                    (buffer.colset,))
+                self.counts.add_rows("inserted", target.parent_label, cur.rowcount)

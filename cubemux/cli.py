@@ -1,0 +1,226 @@
+"""The cubemux command line."""
+
+import argparse
+import logging
+import sys
+
+import psycopg2
+
+from cubemux import __version__, config, logsetup
+from cubemux.errors import EXIT_CONFIG, EXIT_CRASH, EXIT_OK, EXIT_USAGE, ConfigError
+
+log = logging.getLogger(__name__)
+
+
+def _add_verbosity(parser):
+    parser.add_argument("-v", "--verbose", action="count", default=0,
+                        help="log more: debug lines")
+    parser.add_argument("-q", "--quiet", action="count", default=0,
+                        help="log less: warnings and errors only")
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="cubemux",
+        description="Run PgQ cube_dispatcher jobs: move logutriga events from "
+        "queues into per-day or per-month partition tables.")
+    parser.add_argument("--version", action="version", version=__version__)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands.required = True
+
+    start = commands.add_parser(
+        "start", help="run the master: one worker per *.ini file in DIR",
+        description="Run the master in the foreground. It forks one worker per "
+        "*.ini job file in DIR and starts a worker again when it exits.")
+    start.add_argument("directory", metavar="DIR", help="folder of job files")
+    start.add_argument("--graceful-timeout", type=float, default=30.0,
+                       metavar="SECONDS",
+                       help="how long a stopping worker may finish its batch "
+                       "before it is killed (default: 30)")
+    _add_verbosity(start)
+
+    run = commands.add_parser(
+        "run", help="run one job in the foreground",
+        description="Run one job in the foreground, as cube_dispatcher.py ran. "
+        "After a database error it retries with a backoff.")
+    run.add_argument("file", metavar="FILE", help="job file")
+    _add_verbosity(run)
+
+    check = commands.add_parser(
+        "check", help="validate job files",
+        description="Validate a job file or every *.ini file in a folder. Print "
+        "each problem and exit with a non-zero code when any file is invalid.")
+    check.add_argument("path", metavar="DIR|FILE", help="job file or folder")
+    _add_verbosity(check)
+
+    init_dst = commands.add_parser(
+        "init-dst", help="install the pgq_ext tracking schema in the destination",
+        description="Install the pgq_ext tables and functions that keep the "
+        "completed tick in the job's destination database. Safe to run again, "
+        "and leaves an existing pgq_ext installation as it is.")
+    init_dst.add_argument("file", metavar="FILE", help="job file")
+    _add_verbosity(init_dst)
+
+    rewind = commands.add_parser(
+        "rewind", help="move the queue position to the destination's tick",
+        description="Move the consumer's position on the queue to the tick "
+        "that the destination has completed. Stop the job first.")
+    rewind.add_argument("file", metavar="FILE", help="job file")
+    _add_verbosity(rewind)
+
+    reset = commands.add_parser(
+        "reset", help="clear the destination's tick",
+        description="Remove the completed tick from the destination, so the "
+        "next batch is applied whatever the destination held. Rows may then "
+        "be missing or doubled. Stop the job first.")
+    reset.add_argument("file", metavar="FILE", help="job file")
+    _add_verbosity(reset)
+    return parser
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    verbosity = args.verbose - args.quiet
+    handler = COMMANDS[args.command]
+    try:
+        return handler(args, verbosity)
+    except ConfigError as error:
+        print(str(error), file=sys.stderr)
+        return EXIT_CONFIG
+    except KeyboardInterrupt:
+        return EXIT_OK
+
+
+def cmd_start(args, verbosity):
+    from cubemux.master import run_master
+
+    return run_master(args.directory, verbosity, args.graceful_timeout)
+
+
+def cmd_run(args, verbosity):
+    from cubemux.jobrun import run_job
+
+    job = config.load_job(args.file)
+    logsetup.setup(job.job_name, verbosity, job.logfile, job.log_size,
+                   job.log_count, job.use_skylog)
+    for warning in job.warnings:
+        log.warning("%s", warning)
+    return run_job(job, retry=True)
+
+
+def cmd_check(args, verbosity):
+    import os
+
+    if os.path.isdir(args.path):
+        paths = config.job_files(args.path)
+        if not paths:
+            print("%s: no *.ini job files found" % args.path, file=sys.stderr)
+            return EXIT_CONFIG
+    else:
+        paths = [args.path]
+
+    failed = 0
+    seen = {}
+    for path in paths:
+        try:
+            job = config.load_job(path)
+        except ConfigError as error:
+            failed += 1
+            print(str(error), file=sys.stderr)
+            continue
+        key = (job.pgq_queue_name, job.pgq_consumer_id)
+        if key in seen:
+            failed += 1
+            print("%s: queue %s and consumer %s are already used by %s: give this "
+                  "job another pgq_consumer_id" % (path, key[0], key[1], seen[key]),
+                  file=sys.stderr)
+            continue
+        seen[key] = path
+        for warning in job.warnings:
+            print("warning: %s" % warning, file=sys.stderr)
+        if verbosity >= 0:
+            print("%s: ok (job %s, queue %s, mode %s)"
+                  % (path, job.job_name, job.pgq_queue_name, job.mode))
+    return EXIT_CONFIG if failed else EXIT_OK
+
+
+def _admin_connection(dsn, role):
+    from cubemux.db import mask_dsn
+
+    try:
+        return psycopg2.connect(dsn, application_name="cubemux")
+    except psycopg2.OperationalError as error:
+        raise SystemExit("cannot connect to the %s database %s: %s"
+                         % (role, mask_dsn(dsn), str(error).strip()))
+
+
+def cmd_init_dst(args, verbosity):
+    from cubemux import tracking
+
+    logsetup.setup("init-dst", verbosity)
+    job = config.load_job(args.file)
+    conn = _admin_connection(job.dst_db, "destination")
+    try:
+        tracking.install_schema(conn)
+    finally:
+        conn.close()
+    print("pgq_ext tracking schema is installed in the destination of job %s"
+          % job.job_name)
+    return EXIT_OK
+
+
+def cmd_rewind(args, verbosity):
+    from cubemux import pgq, tracking
+
+    logsetup.setup("rewind", verbosity)
+    job = config.load_job(args.file)
+    dst = _admin_connection(job.dst_db, "destination")
+    try:
+        tick = tracking.get_last_tick(dst, job.pgq_consumer_id)
+    finally:
+        dst.close()
+    if tick is None:
+        print("the destination has no tick for consumer %s: nothing to rewind to"
+              % job.pgq_consumer_id, file=sys.stderr)
+        return EXIT_CRASH
+    src = _admin_connection(job.src_db, "source")
+    try:
+        pgq.register_at(src, job.pgq_queue_name, job.pgq_consumer_id, tick)
+    except psycopg2.Error as error:
+        print("rewinding consumer %s on queue %s to tick %d failed: %s"
+              % (job.pgq_consumer_id, job.pgq_queue_name, tick,
+                 str(error).strip()), file=sys.stderr)
+        return EXIT_CRASH
+    finally:
+        src.close()
+    print("moved consumer %s on queue %s to tick %d"
+          % (job.pgq_consumer_id, job.pgq_queue_name, tick))
+    return EXIT_OK
+
+
+def cmd_reset(args, verbosity):
+    from cubemux import tracking
+
+    logsetup.setup("reset", verbosity)
+    job = config.load_job(args.file)
+    dst = _admin_connection(job.dst_db, "destination")
+    try:
+        tracking.set_last_tick(dst, job.pgq_consumer_id, None)
+        dst.commit()
+    finally:
+        dst.close()
+    print("cleared the destination tick of consumer %s" % job.pgq_consumer_id)
+    return EXIT_OK
+
+
+COMMANDS = {
+    "start": cmd_start,
+    "run": cmd_run,
+    "check": cmd_check,
+    "init-dst": cmd_init_dst,
+    "rewind": cmd_rewind,
+    "reset": cmd_reset,
+}
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,133 @@
+"""Partition naming and creation from the job's part_template."""
+
+import logging
+import re
+
+import psycopg2
+import psycopg2.errors
+from psycopg2 import sql
+
+from cubemux.errors import EventError, PartitionError
+
+log = logging.getLogger(__name__)
+
+# PostgreSQL's NAMEDATALEN is 64, so a name holds at most 63 bytes.
+MAX_NAME_BYTES = 63
+
+_PLACEHOLDER = re.compile(r"_DEST_TABLE|_SCHEMA_TABLE|_PARENT|_PKEY")
+
+# Waiting longer than this for a lock while creating a partition is an error
+# instead of a hang.
+DDL_LOCK_TIMEOUT = "30s"
+
+
+def partition_name(table, suffix):
+    """Return the name of TABLE's partition for SUFFIX. None means the table itself.
+
+    Raise PartitionError when the name is longer than PostgreSQL allows,
+    because PostgreSQL would silently truncate it.
+    """
+    if suffix is None:
+        return table
+    name = "%s_%s" % (table, suffix)
+    size = len(name.encode("utf-8"))
+    if size > MAX_NAME_BYTES:
+        raise PartitionError(
+            "partition name %r is %d bytes long, more than PostgreSQL's limit "
+            "of %d: use a shorter dateformat or rename the table"
+            % (name, size, MAX_NAME_BYTES))
+    return name
+
+
+def render_template(template, schema, parent, partition, pkeys):
+    """Return the template as composed SQL with every placeholder quoted.
+
+    _DEST_TABLE and _PARENT become schema-qualified identifiers, _PKEY the
+    comma-separated key columns and _SCHEMA_TABLE the partition's schema and
+    name joined with an underscore, as one identifier.
+    """
+    values = {
+        "_DEST_TABLE": sql.Identifier(schema, partition),
+        "_PARENT": sql.Identifier(schema, parent),
+        "_PKEY": sql.SQL(", ").join(sql.Identifier(key) for key in pkeys),
+        "_SCHEMA_TABLE": sql.Identifier("%s_%s" % (schema, partition)),
+    }
+    parts = []
+    position = 0
+    for match in _PLACEHOLDER.finditer(template):
+        parts.append(sql.SQL(template[position:match.start()]))
+        parts.append(values[match.group(0)])
+        position = match.end()
+    parts.append(sql.SQL(template[position:]))
+    return sql.Composed(parts)
+
+
+def table_exists(cur, schema, name):
+    cur.execute(
+        "select 1 from pg_catalog.pg_class c"
+        " join pg_catalog.pg_namespace n on n.oid = c.relnamespace"
+        " where n.nspname = %s and c.relname = %s", (schema, name))
+    return cur.fetchone() is not None
+
+
+class Partitioner:
+    """Creates missing partitions through a connection of its own.
+
+    Each partition is created in a short transaction of its own, under an
+    advisory lock on its name, so two jobs that need the same new partition
+    wait for each other instead of failing, and the parent is not kept
+    locked while a batch loads. An empty partition is all that survives a
+    batch that rolls back afterwards.
+    """
+
+    def __init__(self, connection, template, job_name):
+        self.connection = connection
+        self.template = template
+        self.job_name = job_name
+        self.known = set()
+        self.created = 0
+
+    def ensure(self, schema, parent, partition, pkeys, ev_id):
+        """Create SCHEMA.PARTITION from the template unless it exists.
+
+        Return True when this call created it.
+        """
+        key = (schema, partition)
+        if key in self.known:
+            return False
+        conn = self.connection.get()
+        try:
+            created = self._create(conn, schema, parent, partition, pkeys, ev_id)
+        except psycopg2.errors.DuplicateTable:
+            # Created by someone who does not take the advisory lock.
+            conn.rollback()
+            created = False
+        except psycopg2.Error as error:
+            conn.rollback()
+            raise PartitionError(
+                "creating partition %s.%s of %s.%s from part_template failed: %s"
+                % (schema, partition, schema, parent,
+                   (error.pgerror or str(error)).strip())) from error
+        self.known.add(key)
+        if created:
+            self.created += 1
+            log.info("created partition %s.%s", schema, partition)
+        return created
+
+    def _create(self, conn, schema, parent, partition, pkeys, ev_id):
+        with conn.cursor() as cur:
+            cur.execute("set local lock_timeout = %s", (DDL_LOCK_TIMEOUT,))
+            cur.execute("select pg_advisory_xact_lock(hashtext(%s))",
+                        ("cubemux.partition:%s.%s" % (schema, partition),))
+            if table_exists(cur, schema, partition):
+                conn.commit()
+                return False
+            if not table_exists(cur, schema, parent):
+                conn.rollback()
+                raise EventError(
+                    "parent table %s.%s does not exist in the destination "
+                    "database: create it before dispatching its events"
+                    % (schema, parent), ev_id, "%s.%s" % (schema, parent))
+            cur.execute(render_template(self.template, schema, parent, partition, pkeys))
+        conn.commit()
+        return True

@@ -1,0 +1,94 @@
+"""Source side: the PgQ consumer calls on the queue database."""
+
+import dataclasses
+import logging
+
+from psycopg2 import sql
+
+log = logging.getLogger(__name__)
+
+CURSOR_NAME = "cubemux_batch"
+FETCH_SIZE = 2000
+
+
+@dataclasses.dataclass(frozen=True)
+class Batch:
+    """An open PgQ batch and the ticks that bound it."""
+
+    batch_id: int
+    tick_id: int
+    prev_tick_id: int
+    batch_end: object
+    suffix: str | None
+
+
+def register(conn, queue, consumer):
+    """Register CONSUMER on QUEUE. Return True when the registration is new."""
+    with conn.cursor() as cur:
+        cur.execute("select pgq.register_consumer(%s, %s)", (queue, consumer))
+        created = cur.fetchone()[0] == 1
+    conn.commit()
+    return created
+
+
+def register_at(conn, queue, consumer, tick_id):
+    """Move CONSUMER's position on QUEUE to TICK_ID, dropping any open batch."""
+    with conn.cursor() as cur:
+        cur.execute("select pgq.register_consumer_at(%s, %s, %s)",
+                    (queue, consumer, tick_id))
+    conn.commit()
+
+
+def next_batch(conn, queue, consumer, dateformat):
+    """Open the next batch. Return a Batch, or None when there is none.
+
+    The partition suffix is formatted by the source server with
+    ``to_char(batch_end, dateformat)`` in the session's time zone, as the
+    original cube_dispatcher did.
+    """
+    with conn.cursor() as cur:
+        cur.execute(
+            "select batch_id, cur_tick_id, prev_tick_id, cur_tick_time,"
+            " case when %s = '' then null else to_char(cur_tick_time, %s) end"
+            " from pgq.next_batch_info(%s, %s)",
+            (dateformat, dateformat, queue, consumer))
+        row = cur.fetchone()
+    conn.commit()
+    if row is None or row[0] is None:
+        return None
+    return Batch(*row)
+
+
+def iter_events(conn, batch_id, fetch_size=FETCH_SIZE):
+    """Yield the batch's events in ev_id order, streamed through a cursor.
+
+    Each item is (ev_id, ev_time, ev_type, ev_data, ev_extra1, ev_extra2).
+    The cursor lives in the current transaction, so nothing may commit on
+    CONN until the iteration ends.
+    """
+    with conn.cursor() as cur:
+        cur.execute("select * from pgq.get_batch_cursor(%s, %s, %s)",
+                    (batch_id, CURSOR_NAME, fetch_size))
+        fetch = sql.SQL("fetch {} from {}").format(
+            sql.Literal(fetch_size), sql.Identifier(CURSOR_NAME))
+        while True:
+            rows = cur.fetchall()
+            for row in rows:
+                yield row[0], row[1], row[4], row[5], row[6], row[7]
+            if len(rows) < fetch_size:
+                break
+            cur.execute(fetch)
+        cur.execute(sql.SQL("close {}").format(sql.Identifier(CURSOR_NAME)))
+
+
+def finish_batch(conn, batch_id):
+    """Close the batch on the queue and commit."""
+    with conn.cursor() as cur:
+        cur.execute("select pgq.finish_batch(%s)", (batch_id,))
+    conn.commit()
+
+
+def server_timezone(conn):
+    with conn.cursor() as cur:
+        cur.execute("show timezone")
+        return cur.fetchone()[0]

@@ -1,0 +1,174 @@
+"""The consumer loop of one job: next batch, apply its events, finish it."""
+
+import logging
+import threading
+import time
+
+import psycopg2
+
+from cubemux import pgq, tracking
+from cubemux.apply import BatchWriter
+from cubemux.db import Connection, mask_dsn, mask_text
+from cubemux.errors import ConfigError
+from cubemux.events import decode_event
+from cubemux.partitions import Partitioner, partition_name
+
+log = logging.getLogger(__name__)
+
+# Report liveness at least this often while a batch streams in.
+BEAT_EVERY_EVENTS = 5000
+
+
+class Reporter:
+    """Receives a worker's liveness and progress. This one discards them."""
+
+    def beat(self, batch_id=None):
+        pass
+
+    def started(self):
+        pass
+
+    def batch_done(self, batch, counts, seconds):
+        pass
+
+
+class Worker:
+    """Runs one job until asked to stop. Errors propagate to the caller."""
+
+    def __init__(self, job, reporter=None):
+        self.job = job
+        self.reporter = reporter or Reporter()
+        self.stopping = threading.Event()
+        self.src = Connection(job.src_db, "source", job.connection_lifetime,
+                              setup=self._setup_source)
+        self.dst = Connection(job.dst_db, "destination", job.connection_lifetime)
+        self.ddl = Connection(job.dst_db, "destination", job.connection_lifetime)
+        self.partitioner = Partitioner(self.ddl, job.part_template, job.job_name)
+        self.timezone = None
+
+    def request_stop(self):
+        self.stopping.set()
+
+    def run(self):
+        """Consume batches until stop is requested."""
+        self.start()
+        while not self.stopping.is_set():
+            self.reporter.beat()
+            if not self.run_once():
+                self.stopping.wait(self.job.loop_delay)
+        log.info("stopped consumer %s on queue %s",
+                 self.job.pgq_consumer_id, self.job.pgq_queue_name)
+
+    def start(self):
+        """Connect, register the consumer and check the tracking schema."""
+        job = self.job
+        src = self.src.get()
+        dst = self.dst.get()
+        if not tracking.schema_installed(dst):
+            tracking.install_schema(dst)
+            log.info("installed the pgq_ext tracking schema in %s", mask_dsn(job.dst_db))
+
+        if pgq.register(src, job.pgq_queue_name, job.pgq_consumer_id):
+            # A new registration starts at the queue's latest tick, so an old
+            # destination position no longer means anything.
+            tracking.set_last_tick(dst, job.pgq_consumer_id, None)
+            dst.commit()
+            log.info("registered consumer %s on queue %s",
+                     job.pgq_consumer_id, job.pgq_queue_name)
+        self.reporter.started()
+        log.info("started: queue %s, consumer %s, mode %s, dateformat %r, "
+                 "partition time zone %s", job.pgq_queue_name,
+                 job.pgq_consumer_id, job.mode, job.dateformat, self.timezone)
+
+    def _setup_source(self, conn):
+        with conn.cursor() as cur:
+            if self.job.timezone:
+                try:
+                    cur.execute("set time zone %s", (self.job.timezone,))
+                except psycopg2.DataError as error:
+                    conn.rollback()
+                    raise ConfigError(
+                        "%s: [cube_dispatcher] timezone = %r is invalid: %s; use a "
+                        "zone name such as 'UTC' or 'Europe/Tallinn'"
+                        % (self.job.path, self.job.timezone,
+                           (error.pgerror or "").strip())) from None
+        self.timezone = pgq.server_timezone(conn)
+        conn.commit()
+
+    def close(self):
+        for connection in (self.src, self.dst, self.ddl):
+            connection.close()
+
+    def run_once(self):
+        """Process one batch. Return False when the queue had none."""
+        for connection in (self.src, self.dst, self.ddl):
+            connection.refresh()
+        job = self.job
+        src = self.src.get()
+        dst = self.dst.get()
+
+        batch = pgq.next_batch(src, job.pgq_queue_name, job.pgq_consumer_id,
+                               job.dateformat)
+        if batch is None:
+            return False
+        started = time.monotonic()
+        self.reporter.beat(batch_id=batch.batch_id)
+        try:
+            counts = self._process(src, dst, batch)
+        except BaseException:
+            _rollback(dst)
+            _rollback(src)
+            raise
+        pgq.finish_batch(src, batch.batch_id)
+
+        seconds = time.monotonic() - started
+        self.reporter.batch_done(batch, counts, seconds)
+        return True
+
+    def _process(self, src, dst, batch):
+        job = self.job
+        dst_tick = tracking.get_last_tick(dst, job.pgq_consumer_id)
+        action = tracking.decide(dst_tick, batch, job)
+        if action == tracking.SKIP:
+            dst.rollback()
+            log.info("skipped batch %d: the destination already has tick %d",
+                     batch.batch_id, batch.tick_id)
+            return None
+
+        writer = BatchWriter(dst, job.mode, self.partitioner)
+        names = {}
+        seen = 0
+        for ev_id, _ev_time, ev_type, ev_data, extra1, extra2 in pgq.iter_events(
+                src, batch.batch_id):
+            event = decode_event(ev_id, ev_type, ev_data, extra1, extra2)
+            table_key = (event.schema, event.table)
+            name = names.get(table_key)
+            if name is None:
+                name = partition_name(event.table, batch.suffix)
+                names[table_key] = name
+            writer.add(event, name)
+            seen += 1
+            if seen % BEAT_EVERY_EVENTS == 0:
+                self.reporter.beat(batch_id=batch.batch_id)
+        counts = writer.finish()
+
+        tracking.set_last_tick(dst, job.pgq_consumer_id, batch.tick_id)
+        dst.commit()
+        events = sum(counts.events.values())
+        log.info("applied batch %d (ticks %d..%d): %d events, %d rows inserted, "
+                 "%d deleted", batch.batch_id, batch.prev_tick_id, batch.tick_id,
+                 events, sum(counts.inserted.values()), sum(counts.deleted.values()))
+        return counts
+
+
+def _rollback(connection):
+    try:
+        if connection is not None and not connection.closed:
+            connection.rollback()
+    except psycopg2.Error as error:
+        log.debug("rollback failed: %s", error)
+
+
+def describe_error(error, job):
+    """Return the text of ERROR with the job's passwords masked."""
+    return mask_text(str(error).strip(), (job.src_db, job.dst_db))
