@@ -22,24 +22,26 @@ HEALTHY_AFTER = 30.0
 
 
 class _StopSignals:
-    """The first SIGINT or SIGTERM asks the worker to stop after its batch.
+    """SIGINT and SIGTERM ask the worker to stop after its current batch.
 
-    A second one stops at once: the open batch rolls back.
+    Repeats change nothing, because a supervisor may signal the whole process
+    group and the master forwards the signal too. SIGQUIT stops at once, and
+    the open batch rolls back.
     """
 
     def __init__(self, worker):
         self.worker = worker
-        self.received = 0
 
     def install(self):
         for signum in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(signum, self._handle)
+            signal.signal(signum, self._stop_after_batch)
+        signal.signal(signal.SIGQUIT, self._stop_now)
 
-    def _handle(self, signum, frame):
-        self.received += 1
-        if self.received > 1:
-            raise SystemExit(EXIT_OK)
+    def _stop_after_batch(self, signum, frame):
         self.worker.request_stop()
+
+    def _stop_now(self, signum, frame):
+        raise SystemExit(EXIT_OK)
 
 
 def run_job(job, reporter=None, retry=False, on_worker=None):

@@ -283,6 +283,7 @@ class Master:
         for slot in self.slots.values():
             if slot.pid is not None:
                 self._signal(slot, signal.SIGKILL)
+                slot.killed = True
 
     def enforce_graceful_timeout(self):
         now = self.system.monotonic()

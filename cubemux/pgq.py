@@ -92,3 +92,26 @@ def server_timezone(conn):
     with conn.cursor() as cur:
         cur.execute("show timezone")
         return cur.fetchone()[0]
+
+
+def queue_figures(conn, queue, consumer):
+    """Return the consumer's lag figures and the queue's ticker lag, in seconds.
+
+    The keys are consumer_lag_seconds, pending_events, last_seen_seconds and
+    ticker_lag_seconds; a value is None when PgQ has no figure for it.
+    """
+    with conn.cursor() as cur:
+        cur.execute(
+            "select extract(epoch from c.lag), c.pending_events,"
+            " extract(epoch from c.last_seen), extract(epoch from q.ticker_lag)"
+            " from pgq.get_queue_info(%s) q"
+            " left join pgq.get_consumer_info(%s, %s) c on true",
+            (queue, queue, consumer))
+        row = cur.fetchone()
+    conn.commit()
+    names = ("consumer_lag_seconds", "pending_events", "last_seen_seconds",
+             "ticker_lag_seconds")
+    if row is None:
+        return dict.fromkeys(names)
+    return {name: (float(value) if value is not None else None)
+            for name, value in zip(names, row)}

@@ -66,6 +66,9 @@ class PipeReporter(Reporter):
     def started(self):
         self.send("started")
 
+    def queue_figures(self, figures):
+        self.send("queue", **figures)
+
     def batch_done(self, batch, counts, seconds):
         self.batch_open_since = None
         fields = {"batch_id": batch.batch_id, "tick_id": batch.tick_id,

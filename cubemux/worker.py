@@ -18,6 +18,9 @@ log = logging.getLogger(__name__)
 # Report liveness at least this often while a batch streams in.
 BEAT_EVERY_EVENTS = 5000
 
+# Read the queue's lag figures from PgQ at most this often, in seconds.
+QUEUE_FIGURES_INTERVAL = 5.0
+
 
 class Reporter:
     """Receives a worker's liveness and progress. This one discards them."""
@@ -26,6 +29,9 @@ class Reporter:
         pass
 
     def started(self):
+        pass
+
+    def queue_figures(self, figures):
         pass
 
     def batch_done(self, batch, counts, seconds):
@@ -45,6 +51,7 @@ class Worker:
         self.ddl = Connection(job.dst_db, "destination", job.connection_lifetime)
         self.partitioner = Partitioner(self.ddl, job.part_template, job.job_name)
         self.timezone = None
+        self.figures_read_at = None
 
     def request_stop(self):
         self.stopping.set()
@@ -54,6 +61,7 @@ class Worker:
         self.start()
         while not self.stopping.is_set():
             self.reporter.beat()
+            self.report_queue_figures()
             if not self.run_once():
                 self.stopping.wait(self.job.loop_delay)
         log.info("stopped consumer %s on queue %s",
@@ -79,6 +87,17 @@ class Worker:
         log.info("started: queue %s, consumer %s, mode %s, dateformat %r, "
                  "partition time zone %s", job.pgq_queue_name,
                  job.pgq_consumer_id, job.mode, job.dateformat, self.timezone)
+
+    def report_queue_figures(self):
+        """Send PgQ's lag figures to the reporter, at most every few seconds."""
+        now = time.monotonic()
+        if (self.figures_read_at is not None
+                and now - self.figures_read_at < QUEUE_FIGURES_INTERVAL):
+            return
+        self.figures_read_at = now
+        figures = pgq.queue_figures(self.src.get(), self.job.pgq_queue_name,
+                                    self.job.pgq_consumer_id)
+        self.reporter.queue_figures(figures)
 
     def _setup_source(self, conn):
         with conn.cursor() as cur:

@@ -38,18 +38,20 @@ def start_worker(job, verbosity, fds_to_close, system):
     try:
         os.close(read_fd)
         code = _worker_main(job, verbosity, fds_to_close, write_fd, master_pid)
-    except BaseException:  # The child must never return into the master's loop.
-        try:
-            log.exception("worker failed to start")
-        finally:
-            pass
+    except SystemExit as exit_request:
+        code = exit_request.code if isinstance(exit_request.code, int) else EXIT_CRASH
+    except BaseException:
+        # The child must never return into the master's loop.
+        log.exception("worker failed")
     finally:
+        logging.shutdown()
         os._exit(code)
 
 
 def _worker_main(job, verbosity, fds_to_close, write_fd, master_pid):
     signal.set_wakeup_fd(-1)
-    for signum in (signal.SIGCHLD, signal.SIGHUP, signal.SIGINT, signal.SIGTERM):
+    for signum in (signal.SIGCHLD, signal.SIGHUP, signal.SIGINT, signal.SIGTERM,
+                   signal.SIGQUIT):
         signal.signal(signum, signal.SIG_DFL)
     for fd in fds_to_close:
         try:
