@@ -35,6 +35,7 @@ class Counts:
     events: dict = dataclasses.field(default_factory=lambda: {"I": 0, "U": 0, "D": 0})
     inserted: dict = dataclasses.field(default_factory=dict)
     deleted: dict = dataclasses.field(default_factory=dict)
+    partitions_created: int = 0
 
     def add_rows(self, field, table, count):
         bucket = getattr(self, field)
@@ -120,7 +121,9 @@ class BatchWriter:
         target = self.targets.get(key)
         if target is not None:
             return target
-        self.partitioner.ensure(event.schema, event.table, name, event.pkeys, event.ev_id)
+        if self.partitioner.ensure(event.schema, event.table, name, event.pkeys,
+                                   event.ev_id):
+            self.counts.partitions_created += 1
         columns = self._table_columns(event.schema, name)
         target = _Target(event.schema, event.table, name, event.pkeys, columns)
         if self.mode == "keep_latest":

@@ -75,7 +75,8 @@ class PipeReporter(Reporter):
                   "seconds": seconds, "skipped": counts is None}
         if counts is not None:
             fields.update(events=counts.events, inserted=counts.inserted,
-                          deleted=counts.deleted)
+                          deleted=counts.deleted,
+                          partitions_created=counts.partitions_created)
         self.send("batch", **fields)
 
 
