@@ -121,13 +121,14 @@ class BatchWriter:
         target = self.targets.get(key)
         if target is not None:
             return target
+        target = _Target(event.schema, event.table, name, event.pkeys, None)
+        if self.mode == "keep_latest":
+            self._check_keys(event, target)
         if self.partitioner.ensure(event.schema, event.table, name, event.pkeys,
                                    event.ev_id):
             self.counts.partitions_created += 1
-        columns = self._table_columns(event.schema, name)
-        target = _Target(event.schema, event.table, name, event.pkeys, columns)
+        target.columns = self._table_columns(event.schema, name)
         if self.mode == "keep_latest":
-            self._check_keys(event, target)
             target.stage = self._create_stage(target)
         self.targets[key] = target
         return target
