@@ -19,6 +19,17 @@ def _add_verbosity(parser):
                         help="log less: warnings and errors only")
 
 
+def _port(text):
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(
+            "invalid port %r: expected a whole number from 0 to 65535" % text)
+    return port
+
+
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="cubemux",
@@ -37,6 +48,12 @@ def build_parser():
                        metavar="SECONDS",
                        help="how long a stopping worker may finish its batch "
                        "before it is killed (default: 30)")
+    start.add_argument("--metrics-host", default="127.0.0.1", metavar="HOST",
+                       help="address on which to serve /metrics and /healthz "
+                       "(default: 127.0.0.1)")
+    start.add_argument("--metrics-port", type=_port, default=None, metavar="PORT",
+                       help="TCP port on which to serve /metrics and /healthz; "
+                       "0 picks a free port (default: no HTTP endpoint)")
     _add_verbosity(start)
 
     run = commands.add_parser(
@@ -94,7 +111,11 @@ def main(argv=None):
 def cmd_start(args, verbosity):
     from cubemux.master import run_master
 
-    return run_master(args.directory, verbosity, args.graceful_timeout)
+    metrics_address = None
+    if args.metrics_port is not None:
+        metrics_address = (args.metrics_host, args.metrics_port)
+    return run_master(args.directory, verbosity, args.graceful_timeout,
+                      metrics_address)
 
 
 def cmd_run(args, verbosity):

@@ -3,7 +3,7 @@
 import logging
 import os
 
-from cubemux import reports, states
+from cubemux import metrics, reports, states
 from cubemux.backoff import Backoff
 
 log = logging.getLogger(__name__)
@@ -36,7 +36,11 @@ class JobSlot:
         self.backoff = Backoff(job.max_backoff if job else 60.0)
         self.last_batch_time = None
         self.batch_open_since = None
-        self.totals = {"batches": 0, "events": {}, "inserted": {}, "deleted": {}}
+        self.totals = {"batches": 0, "events": {}, "inserted": {}, "deleted": {},
+                       "skipped": 0, "partitions_created": 0}
+        self.batch_durations = metrics.DurationHistogram()
+        self.errors = {}
+        self.queue_figures = None
 
     @property
     def name(self):
@@ -81,11 +85,21 @@ class JobSlot:
         self.batch_open_since = message.get("batch_open_since", self.batch_open_since)
         if kind == "started" and self.state == states.STARTING:
             self.change_state(states.RUNNING, "connected and registered")
+        elif kind == "queue":
+            self.queue_figures = {name: message.get(name)
+                                  for name in metrics.QUEUE_FIGURES}
         elif kind == "batch":
             self.batch_open_since = None
             self.last_batch_time = message.get("time")
             self.totals["batches"] += 1
+            self.totals["skipped"] += 1 if message.get("skipped") else 0
+            self.totals["partitions_created"] += message.get("partitions_created") or 0
+            self.batch_durations.observe(message.get("seconds") or 0.0)
             for field in ("events", "inserted", "deleted"):
                 bucket = self.totals[field]
                 for key, count in (message.get(field) or {}).items():
                     bucket[key] = bucket.get(key, 0) + count
+
+    def count_error(self, kind):
+        """Count one error of KIND (one of metrics.ERROR_KINDS) for this job."""
+        self.errors[kind] = self.errors.get(kind, 0) + 1

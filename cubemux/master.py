@@ -13,7 +13,7 @@ import select
 import signal
 import time
 
-from cubemux import config, logsetup, states
+from cubemux import config, logsetup, metrics, states
 from cubemux.errors import EXIT_CRASH, FATAL_EXIT_CODES, ConfigError
 from cubemux.jobs import JobSlot
 from cubemux.sysapi import SystemAPI
@@ -29,7 +29,7 @@ class Master:
     """Supervises the jobs of one folder."""
 
     def __init__(self, directory, verbosity=0, graceful_timeout=DEFAULT_GRACEFUL_TIMEOUT,
-                 system=None):
+                 system=None, metrics_address=None):
         self.directory = directory
         self.verbosity = verbosity
         self.graceful_timeout = graceful_timeout
@@ -39,6 +39,9 @@ class Master:
         self.stopping_since = None
         self.wake_read = None
         self.wake_write = None
+        # (host, port) of /metrics and /healthz; None serves no HTTP.
+        self.metrics_address = metrics_address
+        self.metrics_server = None
 
     # Signals.
 
@@ -72,6 +75,7 @@ class Master:
 
     def run(self):
         """Run until stopped. Return the exit code of the master."""
+        self.start_metrics_server()
         self.install_signals()
         log.info("started master for %s", os.path.abspath(self.directory))
         self.reload(first=True)
@@ -82,8 +86,28 @@ class Master:
             self.murder_silent()
             self.spawn_due()
             self.enforce_graceful_timeout()
+        if self.metrics_server is not None:
+            self.metrics_server.stop()
         log.info("stopped master")
         return 0
+
+    def start_metrics_server(self):
+        """Serve /metrics and /healthz when an address is set.
+
+        Raise SystemExit with a message when the address cannot be bound.
+        """
+        if self.metrics_address is None:
+            return
+        from cubemux.httpserver import start_server
+
+        host, port = self.metrics_address
+        try:
+            self.metrics_server = start_server(
+                host, port, lambda: metrics.read_jobs(self))
+        except OSError as error:
+            raise SystemExit("cannot serve metrics on %s port %d: %s; pass another "
+                             "--metrics-host or --metrics-port"
+                             % (host, port, error.strerror or error))
 
     def finished(self):
         if self.stopping_since is None:
@@ -145,9 +169,11 @@ class Master:
             slot = JobSlot(path, None)
             self.slots[path] = slot
             slot.change_state(states.FATAL, "invalid job file")
+            slot.count_error(metrics.ERROR_CONFIG)
         elif slot.job is not None:
             log.error("kept job %s running with its previous settings",
                       slot.name)
+            slot.count_error(metrics.ERROR_CONFIG)
 
     def _apply_pending(self, slot):
         slot.job = slot.pending_job
@@ -167,10 +193,14 @@ class Master:
         slot.started_at = self.system.monotonic()
         slot.last_beat = slot.started_at
         slot.pending = b""
+        slot.batch_open_since = None
+        slot.queue_figures = None
         slot.change_state(states.STARTING, "spawned pid %d" % slot.pid)
 
     def _fds_to_close(self):
         fds = [self.wake_read, self.wake_write]
+        if self.metrics_server is not None:
+            fds.append(self.metrics_server.fileno())
         fds.extend(slot.report_fd for slot in self.slots.values()
                    if slot.report_fd is not None)
         return fds
@@ -204,6 +234,10 @@ class Master:
             how = "killed by %s" % signal.Signals(-code).name
         else:
             how = "exit code %d" % code
+        # A worker that the master killed was counted when it was killed.
+        kind = metrics.exit_error_kind(code)
+        if kind is not None and not slot.killed:
+            slot.count_error(kind)
 
         if slot.removed:
             slot.change_state(states.STOPPED, "exited pid %d (%s)" % (pid, how))
@@ -263,6 +297,7 @@ class Master:
                             extra={"job": slot.name})
                 self._signal(slot, signal.SIGKILL)
                 slot.killed = True
+                slot.count_error(metrics.ERROR_TIMEOUT)
 
     def stop_slot(self, slot):
         if slot.pid is None:
@@ -296,6 +331,7 @@ class Master:
                             self.graceful_timeout, extra={"job": slot.name})
                 self._signal(slot, signal.SIGKILL)
                 slot.killed = True
+                slot.count_error(metrics.ERROR_TIMEOUT)
 
     def _signal(self, slot, signum):
         try:
@@ -317,6 +353,8 @@ def _drain(fd):
             raise
 
 
-def run_master(directory, verbosity=0, graceful_timeout=DEFAULT_GRACEFUL_TIMEOUT):
+def run_master(directory, verbosity=0, graceful_timeout=DEFAULT_GRACEFUL_TIMEOUT,
+               metrics_address=None):
     logsetup.setup("master", verbosity)
-    return Master(directory, verbosity, graceful_timeout).run()
+    return Master(directory, verbosity, graceful_timeout,
+                  metrics_address=metrics_address).run()
