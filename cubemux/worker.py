@@ -34,6 +34,9 @@ class Reporter:
     def queue_figures(self, figures):
         pass
 
+    def standby(self, waiting):
+        pass
+
     def batch_done(self, batch, counts, seconds):
         pass
 
@@ -52,6 +55,8 @@ class Worker:
         self.partitioner = Partitioner(self.ddl, job.part_template, job.job_name)
         self.timezone = None
         self.figures_read_at = None
+        self.lock_holder = None
+        self._waiting = False
 
     def request_stop(self):
         self.stopping.set()
@@ -125,6 +130,8 @@ class Worker:
         job = self.job
         src = self.src.get()
         dst = self.dst.get()
+        if not self._hold_queue_lock(src):
+            return False
 
         batch = pgq.next_batch(src, job.pgq_queue_name, job.pgq_consumer_id,
                                job.dateformat)
@@ -144,8 +151,46 @@ class Worker:
         self.reporter.batch_done(batch, counts, seconds)
         return True
 
+    def _hold_queue_lock(self, src):
+        """Take the queue's advisory lock on the source connection, if free.
+
+        Only the holder applies batches. Another worker of the same queue and
+        consumer, for example a master on a second host, waits as a standby
+        and takes over when the holder's connection ends.
+        """
+        if self.lock_holder is src:
+            return True
+        key = "cubemux.queue:%s/%s" % (self.job.pgq_queue_name, self.job.pgq_consumer_id)
+        with src.cursor() as cur:
+            cur.execute("select pg_try_advisory_lock(hashtext(%s))", (key,))
+            acquired = cur.fetchone()[0]
+        src.commit()
+        if acquired:
+            if self.lock_holder is not None or self._waiting:
+                log.info("took over queue %s: no other worker holds it now",
+                         self.job.pgq_queue_name)
+            self.lock_holder = src
+            self._set_waiting(False)
+        else:
+            if not self._waiting:
+                log.info("standby: another worker applies queue %s for consumer %s;"
+                         " waiting until it stops", self.job.pgq_queue_name,
+                         self.job.pgq_consumer_id)
+            self._set_waiting(True)
+        return acquired
+
+    def _set_waiting(self, waiting):
+        if waiting != self._waiting:
+            self._waiting = waiting
+            self.reporter.standby(waiting)
+
     def _process(self, src, dst, batch):
         job = self.job
+        # Serializes appliers of one consumer on the destination, so that a
+        # second applier sees the first one's tick and skips the batch.
+        with dst.cursor() as cur:
+            cur.execute("select pg_advisory_xact_lock(hashtext(%s))",
+                        ("cubemux.consumer:%s" % job.pgq_consumer_id,))
         dst_tick = tracking.get_last_tick(dst, job.pgq_consumer_id)
         action = tracking.decide(dst_tick, batch, job)
         if action == tracking.SKIP:

@@ -126,7 +126,9 @@ class Setup:
             if value is None:
                 continue
             if "\n" in str(value):
-                lines.append("%s = '''%s'''" % (key, value))
+                # ConfigParser-style continuation lines, as skytools job files have.
+                lines.append("%s =" % key)
+                lines.extend("    " + line for line in str(value).splitlines())
             else:
                 lines.append("%s = %s" % (key, value))
         path = self.tmp_path / ("%s.ini" % name)
