@@ -9,7 +9,12 @@ DEFAULT_CAP = 60.0
 
 
 class Backoff:
-    """Delays of 1 s, 2 s, 4 s ... up to CAP, each with up to 10 % jitter."""
+    """Delays of 1 s, 2 s, 4 s ... up to CAP seconds.
+
+    Each delay below the cap is up to 10 % longer than its base. A delay at
+    the cap is up to 10 % shorter than the cap, so jobs that failed together
+    (a database restart) do not all retry in the same second.
+    """
 
     def __init__(self, cap=DEFAULT_CAP, rng=random.random):
         self.cap = cap
@@ -17,10 +22,14 @@ class Backoff:
         self._rng = rng
 
     def next_delay(self):
-        """Count one more failure and return how long to wait before retrying."""
-        base = min(self.cap, INITIAL_DELAY * FACTOR ** self.failures)
+        """Count one more failure and return the seconds to wait before retrying."""
+        base = INITIAL_DELAY * FACTOR ** min(self.failures, 64)
         self.failures += 1
-        return base * (1.0 + JITTER * self._rng())
+        delay = base * (1.0 + JITTER * self._rng())
+        if delay > self.cap:
+            delay = self.cap * (1.0 - JITTER * self._rng())
+        return max(delay, min(INITIAL_DELAY, self.cap))
 
     def reset(self):
+        """Start again from the initial delay, after a healthy run."""
         self.failures = 0

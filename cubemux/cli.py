@@ -6,7 +6,7 @@ import sys
 
 import psycopg2
 
-from cubemux import __version__, config, logsetup
+from cubemux import __version__, config, logsetup, service
 from cubemux.errors import EXIT_CONFIG, EXIT_CRASH, EXIT_OK, EXIT_USAGE, ConfigError
 
 log = logging.getLogger(__name__)
@@ -54,6 +54,7 @@ def build_parser():
     start.add_argument("--metrics-port", type=_port, default=None, metavar="PORT",
                        help="TCP port on which to serve /metrics and /healthz; "
                        "0 picks a free port (default: no HTTP endpoint)")
+    service.add_start_options(start)
     _add_verbosity(start)
 
     run = commands.add_parser(
@@ -61,6 +62,7 @@ def build_parser():
         description="Run one job in the foreground, as cube_dispatcher.py ran. "
         "After a database error it retries with a backoff.")
     run.add_argument("file", metavar="FILE", help="job file")
+    service.add_run_options(run)
     _add_verbosity(run)
 
     check = commands.add_parser(
@@ -92,6 +94,8 @@ def build_parser():
         "be missing or doubled. Stop the job first.")
     reset.add_argument("file", metavar="FILE", help="job file")
     _add_verbosity(reset)
+
+    service.add_control_commands(commands, _add_verbosity)
     return parser
 
 
@@ -109,24 +113,14 @@ def main(argv=None):
 
 
 def cmd_start(args, verbosity):
-    from cubemux.master import run_master
-
     metrics_address = None
     if args.metrics_port is not None:
         metrics_address = (args.metrics_host, args.metrics_port)
-    return run_master(args.directory, verbosity, args.graceful_timeout,
-                      metrics_address)
+    return service.cmd_start(args, verbosity, metrics_address)
 
 
 def cmd_run(args, verbosity):
-    from cubemux.jobrun import run_job
-
-    job = config.load_job(args.file)
-    logsetup.setup(job.job_name, verbosity, job.logfile, job.log_size,
-                   job.log_count, job.use_skylog)
-    for warning in job.warnings:
-        log.warning("%s", warning)
-    return run_job(job, retry=True)
+    return service.cmd_run(args, verbosity)
 
 
 def cmd_check(args, verbosity):
@@ -241,6 +235,11 @@ COMMANDS = {
     "init-dst": cmd_init_dst,
     "rewind": cmd_rewind,
     "reset": cmd_reset,
+    "stop": service.cmd_signal,
+    "reload": service.cmd_signal,
+    "kill": service.cmd_signal,
+    "status": service.cmd_status,
+    "restart": service.cmd_restart,
 }
 
 if __name__ == "__main__":

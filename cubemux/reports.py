@@ -2,13 +2,15 @@
 
 A worker sends ``beat`` every few seconds from a thread of its own, so the
 master sees it alive in the middle of a long batch, ``started`` once it is
-connected and registered, and ``batch`` after each finished batch.
+connected and registered, ``queue`` with PgQ's lag figures, and ``batch``
+after each finished batch.
 """
 
 import errno
 import json
 import logging
 import os
+import select
 import threading
 import time
 
@@ -18,18 +20,43 @@ log = logging.getLogger(__name__)
 
 BEAT_INTERVAL = 2.0
 
+# A worker beats at least this many times within its worker_timeout, so one
+# late beat does not get it killed.
+BEATS_PER_TIMEOUT = 4
+
+# A line that is partly written when the pipe fills up is finished within
+# this many seconds, or the rest is dropped.
+PARTIAL_WRITE_TIMEOUT = 5.0
+
+# A report line longer than this (bytes) is dropped by the master.
+MAX_LINE_BYTES = 1024 * 1024
+
+
+def beat_interval(worker_timeout):
+    """Return the seconds between beats for a job's worker_timeout."""
+    return min(BEAT_INTERVAL, worker_timeout / BEATS_PER_TIMEOUT)
+
 
 class PipeReporter(Reporter):
-    """Writes a worker's reports into the pipe to the master."""
+    """Writes a worker's reports into the pipe to the master.
 
-    def __init__(self, fd, master_pid, on_master_gone):
+    The pipe is non-blocking, so a master that stops reading can never stall
+    a batch: a message that finds the pipe full is dropped. Writes from the
+    beat thread and the main thread take a lock, so lines never interleave.
+    """
+
+    def __init__(self, fd, master_pid, on_master_gone, interval=BEAT_INTERVAL):
         self.fd = fd
         self.master_pid = master_pid
         self.on_master_gone = on_master_gone
+        self.interval = interval
         self.batch_open_since = None
+        self.dropped = 0
+        self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._beat_loop, daemon=True,
                                         name="cubemux-beat")
+        os.set_blocking(fd, False)
 
     def start(self):
         self._thread.start()
@@ -38,7 +65,7 @@ class PipeReporter(Reporter):
         self._stop.set()
 
     def _beat_loop(self):
-        while not self._stop.wait(BEAT_INTERVAL):
+        while not self._stop.wait(self.interval):
             if os.getppid() != self.master_pid:
                 self.on_master_gone()
                 return
@@ -48,15 +75,33 @@ class PipeReporter(Reporter):
         fields["kind"] = kind
         fields["time"] = time.time()
         data = (json.dumps(fields, separators=(",", ":")) + "\n").encode()
-        try:
-            os.write(self.fd, data)
-        except BlockingIOError:
-            pass  # The master is behind; a later report carries the news.
-        except OSError as error:
-            if error.errno == errno.EPIPE:
+        with self._lock:
+            try:
+                self._write_line(data)
+            except OSError as error:
+                if error.errno != errno.EPIPE:
+                    raise
                 self.on_master_gone()
-            else:
-                raise
+
+    def _write_line(self, data):
+        try:
+            written = os.write(self.fd, data)
+        except BlockingIOError:
+            # The master is behind. A later report carries the news, and the
+            # master counts a dropped beat as silence only past worker_timeout.
+            self.dropped += 1
+            return
+        deadline = time.monotonic() + PARTIAL_WRITE_TIMEOUT
+        while written < len(data):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                self.dropped += 1
+                return
+            select.select([], [self.fd], [], left)
+            try:
+                written += os.write(self.fd, data[written:])
+            except BlockingIOError:
+                continue
 
     def beat(self, batch_id=None):
         if batch_id is not None and self.batch_open_since is None:
@@ -68,6 +113,9 @@ class PipeReporter(Reporter):
 
     def queue_figures(self, figures):
         self.send("queue", **figures)
+
+    def standby(self, waiting):
+        self.send("standby", waiting=waiting)
 
     def batch_done(self, batch, counts, seconds):
         self.batch_open_since = None
@@ -81,7 +129,7 @@ class PipeReporter(Reporter):
 
 
 def read_reports(fd, pending):
-    """Read what FD holds. Return (messages, rest of a line, closed)."""
+    """Read what FD contains. Return (messages, rest of a line, closed)."""
     try:
         chunk = os.read(fd, 65536)
     except BlockingIOError:
@@ -95,4 +143,8 @@ def read_reports(fd, pending):
             messages.append(json.loads(line))
         except ValueError:
             log.warning("ignored an unreadable worker report: %r", line[:200])
-    return messages, lines[-1], False
+    rest = lines[-1]
+    if len(rest) > MAX_LINE_BYTES:
+        log.warning("dropped a worker report longer than %d bytes", MAX_LINE_BYTES)
+        rest = b""
+    return messages, rest, False
