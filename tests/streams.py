@@ -37,8 +37,10 @@ class Workload(threading.Thread):
     the share of deletes becomes inserts.
     """
 
-    def __init__(self, dsn, count, keys=2000, per_transaction=50, seed=1, deletes=True):
+    def __init__(self, dsn, count, keys=2000, per_transaction=50, seed=1, deletes=True,
+                 pause=0.0):
         super().__init__(daemon=True)
+        self.pause = pause
         self.deletes = deletes
         self.dsn = dsn
         self.count = count
@@ -55,6 +57,7 @@ class Workload(threading.Thread):
                 if conn is None:
                     conn = psycopg2.connect(self.dsn)
                 self._transaction(conn)
+                time.sleep(self.pause)
             except psycopg2.OperationalError:
                 conn = None
                 time.sleep(0.2)

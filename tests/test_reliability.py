@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 
+import psycopg2
 import pytest
 
 from cubemux import tracking
@@ -110,4 +111,67 @@ def test_standby_takes_over_after_kill(setup, tmp_path):
         for process in (first, second):
             if process.poll() is None:
                 stop_gracefully(process)
+    check_destination(setup, "keep_latest", "job")
+
+
+@pytest.fixture
+def own_clusters(cluster_root, tmp_path):
+    """A source and a destination cluster that this test may stop and restart."""
+    from conftest import Setup, _start_cluster
+
+    name = os.path.basename(str(tmp_path))[-12:]
+    src = _start_cluster(cluster_root, "outage-src-" + name, 5611)
+    dst = _start_cluster(cluster_root, "outage-dst-" + name, 5612)
+    env = Setup(src, dst, tmp_path)
+    yield env
+    env.close()
+    src.destroy()
+    dst.destroy()
+
+
+def _outage(cluster, seconds):
+    cluster.stop()
+    time.sleep(seconds)
+    cluster.start()
+
+
+def test_outages_lose_nothing(own_clusters, tmp_path):
+    setup = own_clusters
+    create_tables(setup)
+    path = setup.job_file("job", mode="keep_latest", dateformat="YYYY", loop_delay="0.1",
+                          max_backoff="2")
+    subprocess.run([*CUBEMUX, "init-dst", path], check=True, capture_output=True)
+    log_path = tmp_path / "run.log"
+    process = start_run(path, log_path)
+    time.sleep(1.0)
+    ticker = Ticker(setup.src_dsn)
+    ticker.start()
+    workload = Workload(setup.src_dsn, count=40000, per_transaction=20, pause=0.02)
+    workload.start()
+    try:
+        time.sleep(2)
+        setup.src_cluster.restart()
+        time.sleep(2)
+        setup.dst_cluster.restart()
+        time.sleep(2)
+        _outage(setup.src_cluster, 30)
+        time.sleep(2)
+        assert workload.is_alive(), "the stream ended before the last outage"
+        _outage(setup.dst_cluster, 30)
+        workload.join()
+        assert workload.error is None
+        setup.src.close()
+        setup.dst.close()
+        setup.src = psycopg2.connect(setup.src_dsn)
+        setup.src.autocommit = True
+        setup.dst = psycopg2.connect(setup.dst_dsn)
+        setup.dst.autocommit = True
+        wait_caught_up(setup, ["job"])
+    finally:
+        ticker.stop()
+        stop_gracefully(process)
+
+    log = open(log_path, encoding="utf-8").read()
+    assert "retrying in" in log
+    assert process.returncode == 0
     check_destination(setup, "keep_latest", "job")
