@@ -41,6 +41,10 @@ class JobStatus:
     queue: str | None
     queue_figures: dict | None
     totals: dict
+    errors: dict
+    # Cumulative [(le, count)] of metrics.DurationHistogram, and its sum.
+    duration_buckets: tuple
+    duration_sum: float
 
     def as_dict(self):
         return dataclasses.asdict(self)
@@ -237,6 +241,9 @@ class JobSlot:
             queue=self.job.pgq_queue_name if self.job is not None else None,
             queue_figures=dict(self.queue_figures) if self.queue_figures else None,
             totals=self._copy_totals(),
+            errors=dict(self.errors),
+            duration_buckets=tuple(self.batch_durations.cumulative()),
+            duration_sum=self.batch_durations.sum,
         )
 
     def _copy_totals(self):

@@ -7,6 +7,7 @@ import psycopg2
 import psycopg2.errors
 from psycopg2 import sql
 
+from cubemux import timing
 from cubemux.errors import EventError, PartitionError
 
 log = logging.getLogger(__name__)
@@ -14,7 +15,9 @@ log = logging.getLogger(__name__)
 # PostgreSQL's NAMEDATALEN is 64, so a name holds at most 63 bytes.
 MAX_NAME_BYTES = 63
 
-_PLACEHOLDER = re.compile(r"_DEST_TABLE|_SCHEMA_TABLE|_PARENT|_PKEY")
+_PLACEHOLDER = re.compile(
+    r"_DEST_TABLE|_SCHEMA_TABLE|_PARENT|_PKEY|_PART_START|_PART_END")
+_BOUND_PLACEHOLDER = re.compile(r"_PART_START|_PART_END")
 
 # Waiting longer than this for a lock while creating a partition is an error
 # instead of a hang.
@@ -39,12 +42,14 @@ def partition_name(table, suffix):
     return name
 
 
-def render_template(template, schema, parent, partition, pkeys):
+def render_template(template, schema, parent, partition, pkeys, period=None):
     """Return the template as composed SQL with every placeholder quoted.
 
     _DEST_TABLE and _PARENT become schema-qualified identifiers, _PKEY the
     comma-separated key columns and _SCHEMA_TABLE the partition's schema and
-    name joined with an underscore, as one identifier.
+    name joined with an underscore, as one identifier. _PART_START and
+    _PART_END become string literals of the period's bounds, which PostgreSQL
+    reads as a timestamptz, a timestamp or a date. PERIOD is (start, end).
     """
     values = {
         "_DEST_TABLE": sql.Identifier(schema, partition),
@@ -52,14 +57,27 @@ def render_template(template, schema, parent, partition, pkeys):
         "_PKEY": sql.SQL(", ").join(sql.Identifier(key) for key in pkeys),
         "_SCHEMA_TABLE": sql.Identifier("%s_%s" % (schema, partition)),
     }
+    if period is not None:
+        values["_PART_START"] = sql.Literal(timing.literal_time(period[0]))
+        values["_PART_END"] = sql.Literal(timing.literal_time(period[1]))
     parts = []
     position = 0
     for match in _PLACEHOLDER.finditer(template):
+        if match.group(0) not in values:
+            raise PartitionError(
+                "%s in the partition template needs a period: set period, or a "
+                "dateformat made of YYYY, MM, DD, HH24, MI or SS fields"
+                % match.group(0))
         parts.append(sql.SQL(template[position:match.start()]))
         parts.append(values[match.group(0)])
         position = match.end()
     parts.append(sql.SQL(template[position:]))
     return sql.Composed(parts)
+
+
+def uses_bounds(template):
+    """Return True when TEMPLATE names _PART_START or _PART_END."""
+    return bool(_BOUND_PLACEHOLDER.search(template or ""))
 
 
 def table_exists(cur, schema, name):
@@ -80,12 +98,20 @@ class Partitioner:
     batch that rolls back afterwards.
     """
 
-    def __init__(self, connection, template, job_name):
+    def __init__(self, connection, template, job_name, pre_part="", post_part=""):
         self.connection = connection
         self.template = template
+        self.pre_part = pre_part or ""
+        self.post_part = post_part or ""
         self.job_name = job_name
         self.known = set()
         self.created = 0
+        self.periods = {}
+
+    def note_period(self, schema, partition, period):
+        """Remember the (start, end) bounds of a partition for its placeholders."""
+        if period is not None:
+            self.periods[(schema, partition)] = period
 
     def ensure(self, schema, parent, partition, pkeys, ev_id):
         """Create SCHEMA.PARTITION from the template unless it exists.
@@ -102,6 +128,9 @@ class Partitioner:
             # Created by someone who does not take the advisory lock.
             conn.rollback()
             created = False
+        except (EventError, PartitionError):
+            conn.rollback()
+            raise
         except psycopg2.Error as error:
             conn.rollback()
             raise PartitionError(
@@ -128,6 +157,10 @@ class Partitioner:
                     "parent table %s.%s does not exist in the destination "
                     "database: create it before dispatching its events"
                     % (schema, parent), ev_id, "%s.%s" % (schema, parent))
-            cur.execute(render_template(self.template, schema, parent, partition, pkeys))
+            period = self.periods.get((schema, partition))
+            for template in (self.pre_part, self.template, self.post_part):
+                if template.strip():
+                    cur.execute(render_template(template, schema, parent, partition,
+                                                pkeys, period))
         conn.commit()
         return True
