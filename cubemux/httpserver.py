@@ -99,7 +99,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 def start_server(host, port, read_jobs):
     """Bind HOST:PORT and serve in a thread. Return the MonitoringServer.
 
-    PORT 0 picks a free port; the server's ``url`` tells which. Raise
+    PORT 0 picks a free port, and the server's ``url`` contains it. Raise
     OSError when the address cannot be bound.
     """
     server = MonitoringServer((host, port), read_jobs)

@@ -2,20 +2,23 @@
 
 Workers send their figures to the master in reports (cubemux.reports). The
 master adds them up per job in a JobSlot, which outlives worker restarts, so
-the counters keep counting when a worker is replaced. JobCollector turns a
-copy of every job record into metric families each time /metrics is read.
-No worker writes metrics itself, and no per-process files are kept.
+the counters keep counting when a worker is replaced. JobCollector turns the
+master's published copy of every job (cubemux.jobs.JobStatus) into metric
+families each time /metrics is read. No worker writes metrics itself, and no
+per-process files are kept.
 
 Every series has a ``job`` label. The other labels take bounded values:
-``op`` one of insert, update, delete; ``state`` one of cubemux.states.ALL;
-``kind`` one of ERROR_KINDS; ``table`` a parent table, as ``schema.table``,
-that received rows; ``queue`` the job's PgQ queue. Connection strings never
-become labels.
+
+- ``op``: insert, update or delete.
+- ``state``: one of cubemux.states.ALL.
+- ``kind``: one of ERROR_KINDS.
+- ``table``: a parent table that received rows, as ``schema.table``.
+- ``queue``: the job's PgQ queue.
+
+No label contains a connection string.
 """
 
 import bisect
-import dataclasses
-import logging
 import os
 import time
 
@@ -26,8 +29,6 @@ from prometheus_client.core import (
 )
 
 from cubemux import errors, states
-
-log = logging.getLogger(__name__)
 
 # Upper bounds (seconds) of the batch duration histogram's buckets. A batch
 # takes from a few milliseconds (an idle tick) to many minutes (the first
@@ -90,10 +91,9 @@ class DurationHistogram:
 
     def cumulative(self):
         """Return [(le, count)] with cumulative counts, ending with +Inf."""
-        counts = tuple(self.counts)
         buckets = []
         total = 0
-        for bound, count in zip((*self.bounds, float("inf")), counts):
+        for bound, count in zip((*self.bounds, float("inf")), self.counts):
             total += count
             buckets.append((_format_bound(bound), total))
         return buckets
@@ -105,75 +105,17 @@ def _format_bound(bound):
     return repr(float(bound))
 
 
-@dataclasses.dataclass(frozen=True)
-class JobView:
-    """A copy of what the master knows of one job, taken for one scrape."""
-
-    name: str
-    path: str
-    queue: str | None
-    state: str
-    pid: int | None
-    restarts: int
-    batches: int
-    skipped_batches: int
-    events: dict
-    inserted: dict
-    deleted: dict
-    partitions_created: int
-    duration_buckets: tuple
-    duration_sum: float
-    errors: dict
-    queue_figures: dict | None
-    batch_open_since: float | None
-    last_batch_time: float | None
-
-    @property
-    def running(self):
-        return self.state == states.RUNNING
-
-
-def view_of(slot):
-    """Copy the figures of one JobSlot into a JobView."""
-    totals = slot.totals
-    durations = slot.batch_durations
-    return JobView(
-        name=slot.name,
-        path=slot.path,
-        queue=slot.job.pgq_queue_name if slot.job is not None else None,
-        state=slot.state,
-        pid=slot.pid,
-        restarts=slot.restarts,
-        batches=totals["batches"],
-        skipped_batches=totals["skipped"],
-        events=dict(totals["events"]),
-        inserted=dict(totals["inserted"]),
-        deleted=dict(totals["deleted"]),
-        partitions_created=totals["partitions_created"],
-        duration_buckets=tuple(durations.cumulative()),
-        duration_sum=durations.sum,
-        errors=dict(slot.errors),
-        queue_figures=dict(slot.queue_figures) if slot.queue_figures else None,
-        batch_open_since=slot.batch_open_since,
-        last_batch_time=slot.last_batch_time,
-    )
-
-
 def read_jobs(master):
-    """Return a JobView of every job of MASTER, ordered by job file.
+    """Return the JobStatus of every job of MASTER, ordered by job file.
 
-    This runs in the HTTP server's thread while the master's loop changes
-    the slots. list() of a dict's values and dict() of a dict are single C
-    calls under the GIL, so each copy is whole, though two copies may be a
-    report apart.
+    The master replaces its ``snapshot`` tuple as a whole once per pass of
+    its loop, so any thread can read it without a lock.
     """
-    slots = list(master.slots.values())
-    slots.sort(key=lambda slot: slot.path)
-    return [view_of(slot) for slot in slots]
+    return list(master.snapshot)
 
 
-def job_labels(views):
-    """Return the ``job`` label value of each view, unique across VIEWS.
+def job_labels(jobs):
+    """Return the ``job`` label value of each JobStatus, unique across JOBS.
 
     Two job files may set the same job_name. The first file (in name order)
     keeps the name, and each later one gets ``name@file.ini``, so their
@@ -181,10 +123,10 @@ def job_labels(views):
     """
     seen = set()
     labels = []
-    for view in views:
-        label = view.name
+    for job in jobs:
+        label = job.name
         if label in seen:
-            label = "%s@%s" % (view.name, os.path.basename(view.path))
+            label = "%s@%s" % (job.name, os.path.basename(job.path))
         seen.add(label)
         labels.append(label)
     return labels
@@ -193,8 +135,8 @@ def job_labels(views):
 class JobCollector:
     """A prometheus_client collector of every job's figures.
 
-    READ_JOBS is a callable that returns a list of JobView; CLOCK returns the
-    wall-clock time, in seconds since the epoch.
+    READ_JOBS is a callable that returns a list of cubemux.jobs.JobStatus.
+    CLOCK returns the wall-clock time, in seconds since the epoch.
     """
 
     def __init__(self, read_jobs, clock=time.time):
@@ -202,13 +144,12 @@ class JobCollector:
         self.clock = clock
 
     def collect(self):
-        views = self.read_jobs()
-        labels = job_labels(views)
+        jobs = self.read_jobs()
         now = self.clock()
         families = _new_families()
-        for job, view in zip(labels, views):
-            _add_counters(families, job, view)
-            _add_gauges(families, job, view, now)
+        for label, job in zip(job_labels(jobs), jobs):
+            _add_counters(families, label, job)
+            _add_gauges(families, label, job, now)
         return list(families.values())
 
 
@@ -241,6 +182,8 @@ def _new_families():
          "in seconds since the epoch.", []),
         ("cubemux_worker_up", "1 while the job's worker is connected and "
          "registered, else 0.", []),
+        ("cubemux_worker_standby", "1 while the job's worker waits because "
+         "another worker applies the same queue and consumer, else 0.", []),
         ("cubemux_job_state", "1 for the job's current state, 0 for the others.",
          ["state"]),
     ]
@@ -257,71 +200,82 @@ def _new_families():
     return families
 
 
-def _add_counters(families, job, view):
-    families["cubemux_batches"].add_metric([job], view.batches)
-    families["cubemux_batches_skipped"].add_metric([job], view.skipped_batches)
+def _add_counters(families, label, job):
+    totals = job.totals
+    families["cubemux_batches"].add_metric([label], totals["batches"])
+    families["cubemux_batches_skipped"].add_metric([label], totals["skipped"])
     for letter, op in OPERATIONS.items():
-        families["cubemux_events"].add_metric([job, op], view.events.get(letter, 0))
-    for table, count in sorted(view.inserted.items()):
-        families["cubemux_rows_inserted"].add_metric([job, table], count)
-    for table, count in sorted(view.deleted.items()):
-        families["cubemux_rows_deleted"].add_metric([job, table], count)
-    families["cubemux_partitions_created"].add_metric([job], view.partitions_created)
-    families["cubemux_worker_restarts"].add_metric([job], view.restarts)
+        families["cubemux_events"].add_metric(
+            [label, op], totals["events"].get(letter, 0))
+    for table, count in sorted(totals["inserted"].items()):
+        families["cubemux_rows_inserted"].add_metric([label, table], count)
+    for table, count in sorted(totals["deleted"].items()):
+        families["cubemux_rows_deleted"].add_metric([label, table], count)
+    families["cubemux_partitions_created"].add_metric(
+        [label], totals["partitions_created"])
+    families["cubemux_worker_restarts"].add_metric([label], job.restarts)
     for kind in ERROR_KINDS:
-        families["cubemux_errors"].add_metric([job, kind], view.errors.get(kind, 0))
+        families["cubemux_errors"].add_metric([label, kind], job.errors.get(kind, 0))
     families["cubemux_batch_duration_seconds"].add_metric(
-        [job], list(view.duration_buckets), view.duration_sum)
+        [label], list(job.duration_buckets), job.duration_sum)
 
 
-def _add_gauges(families, job, view, now):
+def _add_gauges(families, label, job, now):
     # A worker reads the queue figures between batches. They are shown only
     # while a worker runs, because an old worker's figures stop changing.
-    figures = view.queue_figures if view.pid is not None else None
+    figures = job.queue_figures if job.pid is not None else None
     if figures:
         for key, name in (("consumer_lag_seconds", "cubemux_consumer_lag_seconds"),
                           ("pending_events", "cubemux_pending_events")):
             if figures.get(key) is not None:
-                families[name].add_metric([job], figures[key])
+                families[name].add_metric([label], figures[key])
         if figures.get("ticker_lag_seconds") is not None:
             families["cubemux_ticker_lag_seconds"].add_metric(
-                [job, view.queue], figures["ticker_lag_seconds"])
+                [label, job.queue], figures["ticker_lag_seconds"])
 
-    open_seconds = 0.0
-    if view.pid is not None and view.batch_open_since is not None:
-        open_seconds = max(0.0, now - view.batch_open_since)
-    families["cubemux_batch_open_seconds"].add_metric([job], open_seconds)
-    if view.last_batch_time is not None:
+    families["cubemux_batch_open_seconds"].add_metric(
+        [label], batch_open_seconds(job, now) or 0.0)
+    if job.last_batch_time is not None:
         families["cubemux_last_batch_timestamp_seconds"].add_metric(
-            [job], view.last_batch_time)
-    families["cubemux_worker_up"].add_metric([job], 1.0 if view.running else 0.0)
+            [label], job.last_batch_time)
+    running = job.state == states.RUNNING
+    families["cubemux_worker_up"].add_metric([label], 1.0 if running else 0.0)
+    families["cubemux_worker_standby"].add_metric(
+        [label], 1.0 if running and job.standby else 0.0)
     for state in states.ALL:
         families["cubemux_job_state"].add_metric(
-            [job, state], 1.0 if view.state == state else 0.0)
+            [label, state], 1.0 if job.state == state else 0.0)
 
 
-def health(views, now):
+def batch_open_seconds(job, now):
+    """Return the age of JOB's open batch at wall-clock time NOW, or None."""
+    if job.pid is None or job.batch_open_since is None:
+        return None
+    return max(0.0, now - job.batch_open_since)
+
+
+def health(jobs, now):
     """Return (healthy, body) for /healthz: healthy when every job runs.
 
-    BODY is a JSON-ready dict with one entry per job. It holds no
-    connection string.
+    JOBS is a list of JobStatus. BODY is a JSON-ready dict with one entry
+    per job, and contains no connection string.
     """
-    jobs = []
-    for job, view in zip(job_labels(views), views):
-        entry = {
-            "job": job,
-            "file": view.path,
-            "state": view.state,
-            "pid": view.pid,
-            "restarts": view.restarts,
-            "batches": view.batches,
-            "last_batch_age_seconds": None,
-            "batch_open_seconds": None,
-        }
-        if view.last_batch_time is not None:
-            entry["last_batch_age_seconds"] = round(max(0.0, now - view.last_batch_time), 3)
-        if view.pid is not None and view.batch_open_since is not None:
-            entry["batch_open_seconds"] = round(max(0.0, now - view.batch_open_since), 3)
-        jobs.append(entry)
-    healthy = all(view.running for view in views)
-    return healthy, {"status": "ok" if healthy else "unhealthy", "jobs": jobs}
+    entries = []
+    for label, job in zip(job_labels(jobs), jobs):
+        open_seconds = batch_open_seconds(job, now)
+        last_batch_age = None
+        if job.last_batch_time is not None:
+            last_batch_age = round(max(0.0, now - job.last_batch_time), 3)
+        entries.append({
+            "job": label,
+            "file": job.path,
+            "state": job.state,
+            "standby": job.standby,
+            "pid": job.pid,
+            "restarts": job.restarts,
+            "batches": job.totals["batches"],
+            "last_batch_age_seconds": last_batch_age,
+            "batch_open_seconds": round(open_seconds, 3) if open_seconds is not None else None,
+        })
+    healthy = all(job.state == states.RUNNING for job in jobs)
+    return healthy, {"status": "ok" if healthy else "unhealthy", "jobs": entries}
