@@ -95,11 +95,14 @@ class Partitioner:
     advisory lock on its name, so two jobs that need the same new partition
     wait for each other instead of failing, and the parent is not kept
     locked while a batch loads. An empty partition is all that survives a
-    batch that rolls back afterwards.
+    batch that rolls back afterwards. When the batch's own transaction (MAIN)
+    already locks the parent, the partition is created in that transaction.
     """
 
-    def __init__(self, connection, template, job_name, pre_part="", post_part=""):
+    def __init__(self, connection, template, job_name, pre_part="", post_part="",
+                 main=None):
         self.connection = connection
+        self.main = main
         self.template = template
         self.pre_part = pre_part or ""
         self.post_part = post_part or ""
@@ -121,38 +124,63 @@ class Partitioner:
         key = (schema, partition)
         if key in self.known:
             return False
-        conn = self.connection.get()
-        try:
-            created = self._create(conn, schema, parent, partition, pkeys, ev_id)
-        except psycopg2.errors.DuplicateTable:
-            # Created by someone who does not take the advisory lock.
-            conn.rollback()
-            created = False
-        except (EventError, PartitionError):
-            conn.rollback()
-            raise
-        except psycopg2.Error as error:
-            conn.rollback()
-            raise PartitionError(
-                "creating partition %s.%s of %s.%s from part_template failed: %s"
-                % (schema, partition, schema, parent,
-                   (error.pgerror or str(error)).strip())) from error
+        main = self.main.conn if self.main is not None else None
+        if main is not None and partition != parent and _holds_lock_on(
+                main, schema, parent):
+            # The batch's transaction already locks the parent, as writing into
+            # a native partition does, and creating a native partition waits
+            # for that lock, so a second transaction would wait for this one.
+            created = self._create_in_batch(main, schema, parent, partition, pkeys,
+                                            ev_id)
+        else:
+            created = self._create_alone(schema, parent, partition, pkeys, ev_id)
         self.known.add(key)
         if created:
             self.created += 1
             log.info("created partition %s.%s", schema, partition)
         return created
 
+    def _create_alone(self, schema, parent, partition, pkeys, ev_id):
+        conn = self.connection.get()
+        try:
+            created = self._create(conn, schema, parent, partition, pkeys, ev_id)
+        except psycopg2.errors.DuplicateTable:
+            # Created by someone who does not take the advisory lock.
+            conn.rollback()
+            return False
+        except (EventError, PartitionError):
+            conn.rollback()
+            raise
+        except psycopg2.Error as error:
+            conn.rollback()
+            raise _template_failed(schema, parent, partition, error) from error
+        conn.commit()
+        return created
+
+    def _create_in_batch(self, conn, schema, parent, partition, pkeys, ev_id):
+        with conn.cursor() as cur:
+            cur.execute("savepoint cubemux_partition")
+        try:
+            created = self._create(conn, schema, parent, partition, pkeys, ev_id)
+        except psycopg2.errors.DuplicateTable:
+            created = False
+            with conn.cursor() as cur:
+                cur.execute("rollback to savepoint cubemux_partition")
+        except psycopg2.Error as error:
+            raise _template_failed(schema, parent, partition, error) from error
+        with conn.cursor() as cur:
+            cur.execute("release savepoint cubemux_partition")
+        return created
+
     def _create(self, conn, schema, parent, partition, pkeys, ev_id):
+        """Run the templates unless the partition exists. Commit nothing."""
         with conn.cursor() as cur:
             cur.execute("set local lock_timeout = %s", (DDL_LOCK_TIMEOUT,))
             cur.execute("select pg_advisory_xact_lock(hashtext(%s))",
                         ("cubemux.partition:%s.%s" % (schema, partition),))
             if table_exists(cur, schema, partition):
-                conn.commit()
                 return False
             if not table_exists(cur, schema, parent):
-                conn.rollback()
                 raise EventError(
                     "parent table %s.%s does not exist in the destination "
                     "database: create it before dispatching its events"
@@ -162,5 +190,22 @@ class Partitioner:
                 if template.strip():
                     cur.execute(render_template(template, schema, parent, partition,
                                                 pkeys, period))
-        conn.commit()
         return True
+
+
+def _template_failed(schema, parent, partition, error):
+    return PartitionError(
+        "creating partition %s.%s of %s.%s from part_template failed: %s"
+        % (schema, partition, schema, parent, (error.pgerror or str(error)).strip()))
+
+
+def _holds_lock_on(conn, schema, table):
+    """Return True when CONN's open transaction holds a lock on SCHEMA.TABLE."""
+    with conn.cursor() as cur:
+        cur.execute(
+            "select exists (select 1 from pg_catalog.pg_locks l"
+            " join pg_catalog.pg_class c on c.oid = l.relation"
+            " join pg_catalog.pg_namespace n on n.oid = c.relnamespace"
+            " where l.pid = pg_backend_pid() and n.nspname = %s and c.relname = %s)",
+            (schema, table))
+        return cur.fetchone()[0]

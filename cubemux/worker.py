@@ -52,7 +52,8 @@ class Worker:
                               setup=self._setup_source)
         self.dst = Connection(job.dst_db, "destination", job.connection_lifetime)
         self.ddl = Connection(job.dst_db, "destination", job.connection_lifetime)
-        self.partitioner = Partitioner(self.ddl, job.part_template, job.job_name)
+        self.partitioner = Partitioner(self.ddl, job.part_template, job.job_name,
+                                       main=self.dst)
         self.timezone = None
         self.figures_read_at = None
         self.lock_holder = None
