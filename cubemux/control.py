@@ -2,7 +2,7 @@
 
 A client connects, sends one JSON object on one line, such as
 ``{"command": "status"}`` or ``{"command": "restart", "job": "sales"}``,
-and reads one JSON object back. Every answer has ``ok``; a failed request
+and reads one JSON object back. Every response has ``ok``; a failed request
 has ``error`` too. The socket file is readable and writable by its owner
 only.
 """
@@ -121,19 +121,19 @@ class _Handler(socketserver.StreamRequestHandler):
             if not isinstance(request, dict):
                 raise ValueError("not an object")
         except ValueError:
-            answer = {"ok": False, "error": "invalid request: send one JSON "
+            response = {"ok": False, "error": "invalid request: send one JSON "
                       "object on one line"}
         else:
             try:
-                answer = self.server.answer(request)
+                response = self.server.handle_request_dict(request)
             except Exception as error:
                 log.exception("control request %r failed", request.get("command"))
-                answer = {"ok": False, "error": "the request failed: %s" % error}
-        data = json.dumps(answer, separators=(",", ":")) + "\n"
+                response = {"ok": False, "error": "the request failed: %s" % error}
+        data = json.dumps(response, separators=(",", ":")) + "\n"
         try:
             self.wfile.write(data.encode())
         except OSError as error:
-            log.debug("control client went away before the answer: %s", error)
+            log.debug("control client went away before the response: %s", error)
 
 
 class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
@@ -145,8 +145,8 @@ class ControlServer:
     """The listening control socket of a master, served from a thread.
 
     The socket is bound in the constructor, so a path in use fails before a
-    daemon detaches. serve() starts the thread; ANSWER is called there with
-    each request dict and returns the answer dict.
+    daemon detaches. serve() starts the thread, which calls HANDLER with
+    each request dict and sends back the dict that HANDLER returns.
     """
 
     def __init__(self, path):
@@ -168,8 +168,8 @@ class ControlServer:
     def fileno(self):
         return self.server.fileno()
 
-    def serve(self, answer):
-        self.server.answer = answer
+    def serve(self, handler):
+        self.server.handle_request_dict = handler
         self.thread = threading.Thread(target=self.server.serve_forever,
                                        kwargs={"poll_interval": 0.2},
                                        daemon=True, name="cubemux-control")
@@ -191,9 +191,9 @@ class ControlServer:
 
 
 def send_request(path, request, timeout=TIMEOUT):
-    """Send REQUEST (a dict) to the master listening on PATH. Return its answer.
+    """Send REQUEST (a dict) to the master listening on PATH. Return its response.
 
-    Raise ControlError when no master listens there or the answer is invalid.
+    Raise ControlError when no master listens there or the response is invalid.
     """
     client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     client.settimeout(timeout)
@@ -211,7 +211,7 @@ def send_request(path, request, timeout=TIMEOUT):
         client.shutdown(socket.SHUT_WR)
         data = _read_all(client)
     except socket.timeout:
-        raise ControlError("the master did not answer on %s within %.0f s"
+        raise ControlError("the master did not respond on %s within %.0f s"
                            % (path, timeout)) from None
     except OSError as error:
         if error.errno not in (errno.ECONNRESET, errno.EPIPE):
@@ -221,11 +221,11 @@ def send_request(path, request, timeout=TIMEOUT):
     finally:
         client.close()
     try:
-        answer = json.loads(data)
+        response = json.loads(data)
     except ValueError:
-        raise ControlError("invalid answer from the master on %s: %r"
+        raise ControlError("invalid response from the master on %s: %r"
                            % (path, data[:200])) from None
-    return answer
+    return response
 
 
 def _read_all(client):

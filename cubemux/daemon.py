@@ -12,7 +12,7 @@ def daemonize():
 
     The calling process waits until the daemon calls the returned function,
     then exits with code 0, or with code 1 when the daemon exited first. So
-    the caller's exit tells a service manager (systemd's Type=forking) that
+    the caller's exit signals to a service manager (systemd's Type=forking) that
     the daemon is up and its pidfile is written. Only the daemon returns.
     """
     sys.stdout.flush()

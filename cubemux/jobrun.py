@@ -28,7 +28,7 @@ class _StopSignals:
     repeats change nothing, because a supervisor may signal the whole process
     group and the master forwards the signal too. A job run alone stops at
     once on a second SIGINT, as a double Ctrl-C stopped the original script.
-    With RELOAD, SIGHUP asks run_job() to read the job file again.
+    With RELOAD, SIGHUP makes run_job() read the job file again.
     """
 
     def __init__(self, worker, repeat_stops_now=False):

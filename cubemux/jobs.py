@@ -20,8 +20,8 @@ HEALTHY_AFTER = 30.0
 class JobStatus:
     """A copy of one job's record, published by the master for other threads.
 
-    Times are wall-clock seconds since the epoch. The dict fields are copies
-    that nobody changes after publication.
+    Times are wall-clock seconds since the epoch. The dict fields are copies,
+    which are not changed after publication.
     """
 
     name: str
@@ -66,12 +66,16 @@ class JobSlot:
     def __init__(self, path, job):
         self.path = path
         self.job = job
+
         # Settings to start with once the current worker has exited.
         self.pending_job = None
         self.removed = False
+
         self.state = states.STOPPED
         self.state_since = time.time()
         self.message = ""
+
+        # The current worker, and the master's clock readings about it.
         self.pid = None
         self.report_fd = None
         self.report_rest = b""
@@ -83,9 +87,12 @@ class JobSlot:
         self.next_start = 0.0
         self.stop_requested_at = 0.0
         self.killed = False
+
         self.restarts = 0
         self.healthy_after = HEALTHY_AFTER
         self.backoff = Backoff(job.max_backoff if job else DEFAULT_CAP)
+
+        # Figures from the workers' reports, kept across worker restarts.
         self.last_batch_time = None
         self.batch_open_since = None
         self.standby = False

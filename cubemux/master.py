@@ -42,7 +42,7 @@ REQUEST_TIMEOUT = 10.0
 HANDLED_SIGNALS = (signal.SIGCHLD, signal.SIGHUP, signal.SIGINT, signal.SIGTERM,
                    signal.SIGQUIT)
 
-# Why a worker exits with each fatal code, for logs and status.
+# Reason of each fatal worker exit code, for logs and status.
 FATAL_REASONS = {
     EXIT_CONFIG: "invalid job settings",
     EXIT_LOST_POSITION: "lost position",
@@ -51,7 +51,7 @@ FATAL_REASONS = {
 
 
 class RequestError(Exception):
-    """A control request that the master cannot execute; the message says why."""
+    """A control request that the master cannot execute, with the reason."""
 
 
 @dataclasses.dataclass
@@ -64,9 +64,9 @@ class _Request:
 class Master:
     """Supervises the jobs of one folder."""
 
-    def __init__(self, directory, verbosity=0, graceful_timeout=DEFAULT_GRACEFUL_TIMEOUT,
-                 system=None, metrics_address=None, control_server=None,
-                 on_started=None):
+    def __init__(self, directory, verbosity=0,
+                 graceful_timeout=DEFAULT_GRACEFUL_TIMEOUT, system=None,
+                 metrics_address=None, control_server=None, on_started=None):
         self.directory = os.path.abspath(directory)
         self.verbosity = verbosity
         self.graceful_timeout = graceful_timeout
@@ -121,7 +121,7 @@ class Master:
         self.install_signals()
         self.start_metrics_server()
         if self.control_server is not None:
-            self.control_server.serve(self.answer_control)
+            self.control_server.serve(self.handle_control_request)
         log.info("started master pid %d for %s", self.pid, self.directory)
         self.reload(first=True)
         self.publish_snapshot()
@@ -129,7 +129,7 @@ class Master:
             self.on_started()
 
     def halt(self):
-        """Stop the servers, answer pending requests and restore the signals."""
+        """Stop the servers, complete pending requests and restore the signals."""
         if self.control_server is not None:
             self.control_server.close()
         if self.metrics_server is not None:
@@ -225,6 +225,10 @@ class Master:
         except OSError as error:
             log.error("reload failed: cannot list %s: %s; every job keeps running "
                       "as it is", self.directory, error.strerror or error)
+            return
+        except Exception:
+            # A master that runs many jobs must outlive a bug in reading one file.
+            log.exception("reload failed; every job keeps running as it is")
             return
         for path, slot in list(self.slots.items()):
             if path not in found and not slot.removed:
@@ -382,7 +386,7 @@ class Master:
                 return
             slot = self.slot_of(pid)
             if slot is None:
-                log.debug("reaped process pid %d, which is no worker", pid)
+                log.debug("reaped pid %d: not a worker of any job", pid)
             else:
                 self.worker_exited(slot, status)
 
@@ -395,14 +399,14 @@ class Master:
     def worker_exited(self, slot, status):
         """Move the job of a reaped worker to its next state."""
         code = os.waitstatus_to_exitcode(status)
-        how = describe_status(status)
+        description = describe_status(status)
         # A worker that the master killed was counted when it was killed.
         kind = metrics.exit_error_kind(code)
         if kind is not None and not slot.killed:
             slot.count_error(kind)
         pid = slot.pid
         healthy_for = slot.worker_gone(self.system.monotonic())
-        exited = "exited: worker pid %d, %s" % (pid, how)
+        exited = "exited: worker pid %d, %s" % (pid, description)
 
         if slot.removed:
             slot.change_state(states.STOPPED, exited)
@@ -558,8 +562,8 @@ class Master:
             else:
                 request.future.set_result({"ok": True, "message": message})
 
-    def answer_control(self, request):
-        """Answer one control socket request. Runs in a server thread."""
+    def handle_control_request(self, request):
+        """Return the response to a control socket request, in a server thread."""
         command = request.get("command")
         if command == "status":
             return {"ok": True, **self.status()}

@@ -59,7 +59,7 @@ class PidFile:
             if _same_file(fd, self.path):
                 break
             # The previous owner removed the file between our open() and
-            # flock(), so the lock is on a file nobody else will see.
+            # flock(), so the lock is on a file that no path leads to.
             os.close(fd)
         self.fd = fd
         self.write(os.getpid())
@@ -108,7 +108,7 @@ def read_pid(path):
 def live_pid(path):
     """Return the pid of the live process that owns the pidfile PATH.
 
-    Raise NotRunning when the file is missing, holds no pid, or is stale.
+    Raise NotRunning when the file is missing, contains no pid, or is stale.
     """
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)

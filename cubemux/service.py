@@ -33,7 +33,7 @@ SWITCH_SIGNALS = {
 
 
 def add_switches(parser, pidfile_source):
-    """Add -d, -s, -r and -k. PIDFILE_SOURCE says where the pidfile comes from."""
+    """Add -d, -s, -r and -k. PIDFILE_SOURCE names where the pidfile comes from."""
     group = parser.add_mutually_exclusive_group()
     group.add_argument("-d", "--daemon", action="store_true",
                        help="detach and run in the background; needs %s"
@@ -95,7 +95,7 @@ def add_control_commands(commands, add_verbosity):
         "socket.")
     _add_master_address(status)
     status.add_argument("--json", action="store_true",
-                        help="print the master's full answer as JSON")
+                        help="print the master's full response as JSON")
     add_verbosity(status)
 
     restart = commands.add_parser(
@@ -180,6 +180,9 @@ def run_master(directory, verbosity=0, graceful_timeout=30.0, metrics_address=No
         # After -d the terminal is gone, so the log is the only place for it.
         log.error("master failed to start: %s", error)
         raise
+    except Exception:
+        log.exception("master failed")
+        raise
     finally:
         if control is not None:
             control.close()
@@ -253,29 +256,29 @@ def cmd_signal(args, verbosity):
 
 def cmd_status(args, verbosity):
     try:
-        answer = send_request(_socket_path(args), {"command": "status"})
+        response = send_request(_socket_path(args), {"command": "status"})
     except CubemuxError as error:
         return _fail(error)
     if args.json:
-        print(json.dumps(answer, indent=2, sort_keys=True))
-    elif answer.get("ok"):
-        print(format_status(answer, time.time()))
-    if not answer.get("ok"):
-        print("cubemux: %s" % answer.get("error"), file=sys.stderr)
+        print(json.dumps(response, indent=2, sort_keys=True))
+    elif response.get("ok"):
+        print(format_status(response, time.time()))
+    if not response.get("ok"):
+        print("cubemux: %s" % response.get("error"), file=sys.stderr)
         return EXIT_CRASH
     return EXIT_OK
 
 
 def cmd_restart(args, verbosity):
     try:
-        answer = send_request(_socket_path(args),
+        response = send_request(_socket_path(args),
                               {"command": "restart", "job": args.job})
     except CubemuxError as error:
         return _fail(error)
-    if not answer.get("ok"):
-        print("cubemux: %s" % answer.get("error"), file=sys.stderr)
+    if not response.get("ok"):
+        print("cubemux: %s" % response.get("error"), file=sys.stderr)
         return EXIT_CRASH
-    print(answer.get("message"))
+    print(response.get("message"))
     return EXIT_OK
 
 
@@ -285,10 +288,10 @@ STATUS_COLUMNS = ("JOB", "STATE", "PID", "UPTIME", "RESTARTS", "LAST BATCH", "LA
                   "INFO")
 
 
-def format_status(answer, now):
-    """Return the status answer of a master as a header line and a table."""
-    master = answer["master"]
-    jobs = answer["jobs"]
+def format_status(response, now):
+    """Return a master's status response as a header line and a table."""
+    master = response["master"]
+    jobs = response["jobs"]
     header = "master pid %d, up %s, %d job%s in %s%s" % (
         master["pid"], format_age(now - master["started_at"]), len(jobs),
         "" if len(jobs) == 1 else "s", master["directory"],

@@ -40,6 +40,9 @@ def start_worker(job, verbosity, system, stop_timeout):
     read_fd, write_fd = os.pipe()
     master_pid = os.getpid()
     try:
+        # NOTE: the master's server threads exist at this fork. The worker
+        # takes none of their locks except logging's, which the logging
+        # module re-creates in the child. Python 3.12 warns about such forks.
         pid = system.fork()
     except OSError:
         os.close(read_fd)
@@ -77,12 +80,12 @@ def _worker_main(job, verbosity, write_fd, master_pid, stop_timeout):
                    job.log_count, job.use_skylog)
     close_inherited_fds(keep=_logging_fds() | {write_fd})
     holder = {}
-    gone = threading.Event()
+    master_lost = threading.Event()
 
     def master_gone():
-        if gone.is_set():
+        if master_lost.is_set():
             return
-        gone.set()
+        master_lost.set()
         log.warning("stopping: the master process is gone; exiting at the latest "
                     "in %.0f s", stop_timeout)
         _exit_later(stop_timeout)

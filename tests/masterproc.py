@@ -94,7 +94,7 @@ class MasterProcess:
             return ""
 
     def try_status(self):
-        """Return the master's status answer, or None while it cannot answer."""
+        """Return the master's status response, or None while it cannot respond."""
         if self.process.poll() is not None:
             raise AssertionError("the master exited with code %s:\n%s"
                                  % (self.process.returncode, self.log()))
@@ -104,8 +104,8 @@ class MasterProcess:
             return None
 
     def jobs(self):
-        answer = wait_for(self.try_status, what="a status answer")
-        return {job["name"]: job for job in answer["jobs"]}
+        response = wait_for(self.try_status, what="a status response")
+        return {job["name"]: job for job in response["jobs"]}
 
     def job(self, name):
         return self.jobs()[name]
@@ -115,7 +115,8 @@ class MasterProcess:
         def check():
             job = self.jobs().get(name)
             return job if job is not None and condition(job) else None
-        return wait_for(check, timeout, "job %s: %s\n%s" % (name, what, self.log()[-4000:]))
+        return wait_for(check, timeout,
+                        "job %s: %s\n%s" % (name, what, self.log()[-4000:]))
 
     def wait_running(self, *names, timeout=60.0):
         def running():

@@ -52,10 +52,10 @@ def test_status_prints_table(master):
 def test_status_json_for_scripts(master):
     result = run_cubemux("status", "--control-socket", master.socket, "--json")
     assert result.returncode == 0, result.stderr
-    answer = json.loads(result.stdout)
-    assert answer["ok"] is True
-    assert answer["master"]["pid"] == master.pid
-    jobs = {job["name"]: job for job in answer["jobs"]}
+    response = json.loads(result.stdout)
+    assert response["ok"] is True
+    assert response["master"]["pid"] == master.pid
+    jobs = {job["name"]: job for job in response["jobs"]}
     assert jobs["alpha"]["state"] == "running"
     assert jobs["beta"]["pid"] > 0
     assert jobs["broken"]["state"] == "fatal"
@@ -129,7 +129,7 @@ def test_socket_path_not_a_socket_rejected(tmp_path):
         ControlServer(str(path))
 
 
-def test_invalid_request_answered(tmp_path):
+def test_invalid_request_gets_error(tmp_path):
     path = str(tmp_path / "c.sock")
     server = ControlServer(path)
     try:
@@ -137,12 +137,12 @@ def test_invalid_request_answered(tmp_path):
         client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         client.connect(path)
         client.sendall(b"not json\n")
-        answer = json.loads(client.makefile().readline())
+        response = json.loads(client.makefile().readline())
         client.close()
     finally:
         server.close()
-    assert answer["ok"] is False
-    assert "invalid request" in answer["error"]
+    assert response["ok"] is False
+    assert "invalid request" in response["error"]
 
 
 def test_socket_removed_when_master_stops(master):
@@ -153,7 +153,7 @@ def test_socket_removed_when_master_stops(master):
 
 def test_format_status_columns():
     now = 1_000_000.0
-    answer = {
+    response = {
         "master": {"pid": 10, "started_at": now - 3700, "directory": "/jobs",
                    "stopping": False},
         "jobs": [
@@ -167,7 +167,7 @@ def test_format_status_columns():
              "standby": False},
         ],
     }
-    lines = format_status(answer, now).splitlines()
+    lines = format_status(response, now).splitlines()
     assert lines[0] == "master pid 10, up 1h01m, 2 jobs in /jobs"
     assert lines[2].split() == ["alpha", "running", "11", "1m15s", "2", "4.0s", "1.2s"]
     assert lines[3].split()[:7] == ["beta", "backoff", "-", "-", "5", "-", "-"]

@@ -49,8 +49,8 @@ def dead_pid():
 
 def status_jobs(pidfile):
     socket_path = os.path.splitext(pidfile)[0] + ".sock"
-    answer = send_request(socket_path, {"command": "status"})
-    return {job["name"]: job for job in answer["jobs"]}
+    response = send_request(socket_path, {"command": "status"})
+    return {job["name"]: job for job in response["jobs"]}
 
 
 def wait_daemon_running(pidfile, *names):

@@ -560,8 +560,8 @@ def test_restart_request_starts_fatal_job(master, system, jobs_dir):
     instance.run_once()
     future = instance.submit("restart", job="alpha.ini")
     instance.run_once()
-    answer = future.result(0)
-    assert answer["ok"], answer
+    response = future.result(0)
+    assert response["ok"], response
     assert slot.state == states.STARTING
 
 
@@ -570,9 +570,9 @@ def test_restart_request_unknown_job(master, system, jobs_dir):
     instance = master()
     future = instance.submit("restart", job="nosuchjob")
     instance.run_once()
-    answer = future.result(0)
-    assert answer["ok"] is False
-    assert "not found" in answer["error"]
+    response = future.result(0)
+    assert response["ok"] is False
+    assert "not found" in response["error"]
 
 
 def test_restart_request_invalid_file(master, system, jobs_dir):
@@ -580,9 +580,9 @@ def test_restart_request_invalid_file(master, system, jobs_dir):
     instance = master()
     future = instance.submit("restart", job="alpha")
     instance.run_once()
-    answer = future.result(0)
-    assert answer["ok"] is False
-    assert "mode" in answer["error"]
+    response = future.result(0)
+    assert response["ok"] is False
+    assert "mode" in response["error"]
     assert slot_named(instance, "alpha").state == states.FATAL
 
 
@@ -617,11 +617,11 @@ def test_snapshot_published_each_pass(master, system, jobs_dir):
     assert instance.snapshot[0].totals["inserted"] == {"public.t": 3}
 
 
-def test_status_answer_lists_jobs(master, system, jobs_dir):
+def test_status_response_lists_jobs(master, system, jobs_dir):
     write_job(jobs_dir, "alpha")
     instance = master()
-    answer = instance.answer_control({"command": "status"})
-    assert answer["ok"]
-    assert answer["master"]["stopping"] is False
-    assert [job["name"] for job in answer["jobs"]] == ["alpha"]
-    assert answer["jobs"][0]["state"] == states.STARTING
+    response = instance.handle_control_request({"command": "status"})
+    assert response["ok"]
+    assert response["master"]["stopping"] is False
+    assert [job["name"] for job in response["jobs"]] == ["alpha"]
+    assert response["jobs"][0]["state"] == states.STARTING

@@ -1,7 +1,7 @@
 """The master as a real process: forked workers on real PostgreSQL and pgq.
 
 Each test starts ``cubemux start DIR`` with its own control socket, finds
-the workers through the status answer, and signals only processes that it
+the workers through the status response, and signals only processes that it
 started itself.
 """
 
@@ -240,7 +240,8 @@ def test_twenty_jobs_start_run_stop(setup, jobs_dir, tmp_path, masters):
     for pid in pids.values():
         assert not process_alive(pid)
     assert master.log().count("exit code 0 (stopping -> stopped)") == 20
-    print("twenty jobs: started, ran and stopped in %.1f s" % (time.monotonic() - started))
+    print("twenty jobs: started, ran and stopped in %.1f s"
+          % (time.monotonic() - started))
 
 
 def test_killed_master_leaves_no_worker(setup, jobs_dir, tmp_path, masters):

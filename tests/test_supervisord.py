@@ -83,7 +83,8 @@ def write_config(work_dir, jobs_dir, socket_path):
         "nodaemon=true",
         "",
         "[rpcinterface:supervisor]",
-        "supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface",
+        "supervisor.rpcinterface_factory = "
+        "supervisor.rpcinterface:make_main_rpcinterface",
         "",
         "[supervisorctl]",
         "serverurl=unix://%s" % (work_dir / "supervisor.sock"),
@@ -121,10 +122,10 @@ class Supervisor:
 
     def jobs(self):
         try:
-            answer = send_request(self.socket_path, {"command": "status"})
+            response = send_request(self.socket_path, {"command": "status"})
         except ControlError:
             return {}
-        return {job["name"]: job for job in answer["jobs"]}
+        return {job["name"]: job for job in response["jobs"]}
 
     def wait_jobs_running(self, *names):
         def running():
