@@ -14,7 +14,12 @@ import sys
 import time
 
 from cubemux import config, logsetup
-from cubemux.control import ControlServer, default_socket_path, send_request
+from cubemux.control import (
+    ControlError,
+    ControlServer,
+    default_socket_path,
+    send_request,
+)
 from cubemux.daemon import daemonize
 from cubemux.errors import EXIT_CONFIG, EXIT_CRASH, EXIT_OK, EXIT_USAGE, CubemuxError
 from cubemux.pidfile import NotRunning, PidFile, live_pid, signal_owner
@@ -156,7 +161,9 @@ def run_master(directory, verbosity=0, graceful_timeout=30.0, metrics_address=No
 
     The pidfile and the control socket are taken before a daemon detaches,
     so a second master fails with a message on the terminal. Raise
-    CubemuxError when either is in use.
+    CubemuxError when the pidfile or a given CONTROL_SOCKET is in use. A
+    master on the default socket path runs without control socket when that
+    path is in use, because several masters may share a host.
     """
     from cubemux.master import Master
 
@@ -167,7 +174,7 @@ def run_master(directory, verbosity=0, graceful_timeout=30.0, metrics_address=No
     try:
         if lock is not None:
             lock.acquire()
-        control = ControlServer(control_socket or default_socket_path(pidfile))
+        control = _open_control_socket(control_socket, pidfile)
         report_ready = None
         if daemon:
             report_ready = daemonize()
@@ -188,6 +195,18 @@ def run_master(directory, verbosity=0, graceful_timeout=30.0, metrics_address=No
             control.close()
         if lock is not None:
             lock.release()
+
+
+def _open_control_socket(path, pidfile):
+    if path:
+        return ControlServer(path)
+    path = default_socket_path(pidfile)
+    try:
+        return ControlServer(path)
+    except ControlError as error:
+        log.warning("running without control socket, so 'cubemux status' and "
+                    "'cubemux restart' cannot reach this master: %s", error)
+        return None
 
 
 def cmd_run(args, verbosity):

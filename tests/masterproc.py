@@ -54,18 +54,26 @@ def cubemux_command(*args):
     return [sys.executable, "-m", "cubemux", *[str(arg) for arg in args]]
 
 
-def run_cubemux(*args, timeout=60):
+def run_cubemux(*args, timeout=60, env=None):
     """Run a cubemux command to its end. Return the CompletedProcess."""
     return subprocess.run(cubemux_command(*args), cwd=ROOT, capture_output=True,
-                          text=True, timeout=timeout)
+                          text=True, timeout=timeout, env=env)
 
 
 class MasterProcess:
-    """``cubemux start DIR`` in the foreground, with its log in a file."""
+    """``cubemux start DIR`` in the foreground, with its log in a file.
 
-    def __init__(self, directory, work_dir, graceful_timeout=10.0, extra_args=()):
+    SOCKET is the control socket path to give with --control-socket, or,
+    with PASS_SOCKET false, the default path that the master is expected to
+    pick under ENV.
+    """
+
+    def __init__(self, directory, work_dir, graceful_timeout=10.0, extra_args=(),
+                 socket=None, pass_socket=True, env=None):
         self.directory = str(directory)
-        self.socket = os.path.join(str(work_dir), "control.sock")
+        self.socket = socket or os.path.join(str(work_dir), "control.sock")
+        self.pass_socket = pass_socket
+        self.env = env
         self.log_path = os.path.join(str(work_dir), "master.log")
         self.graceful_timeout = graceful_timeout
         self.extra_args = list(extra_args)
@@ -76,12 +84,13 @@ class MasterProcess:
         return self.process.pid
 
     def start(self, wait=True):
-        command = cubemux_command(
-            "start", self.directory, "--control-socket", self.socket,
-            "--graceful-timeout", self.graceful_timeout, *self.extra_args)
+        command = cubemux_command("start", self.directory, "--graceful-timeout",
+                                  self.graceful_timeout, *self.extra_args)
+        if self.pass_socket:
+            command += ["--control-socket", self.socket]
         with open(self.log_path, "ab") as log_file:
             self.process = subprocess.Popen(command, cwd=ROOT, stdout=log_file,
-                                            stderr=subprocess.STDOUT)
+                                            stderr=subprocess.STDOUT, env=self.env)
         if wait:
             wait_for(self.try_status, what="the master's control socket\n" + self.log())
         return self

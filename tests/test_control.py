@@ -105,6 +105,40 @@ def test_second_master_on_socket_rejected(master, jobs_dir, tmp_path):
     assert master.try_status() is not None
 
 
+def test_default_socket_shared_by_two_masters(setup, jobs_dir, tmp_path):
+    runtime = tmp_path / "runtime"
+    runtime.mkdir(mode=0o700)
+    env = dict(os.environ, XDG_RUNTIME_DIR=str(runtime))
+    default_path = str(runtime / "cubemux" / "cubemux.sock")
+    setup.job_file("alpha")
+    other_jobs = tmp_path / "other"
+    other_jobs.mkdir()
+    first_dir = tmp_path / "first"
+    second_dir = tmp_path / "second"
+    first_dir.mkdir()
+    second_dir.mkdir()
+
+    first = MasterProcess(jobs_dir, first_dir, socket=default_path,
+                          pass_socket=False, env=env)
+    second = MasterProcess(other_jobs, second_dir, socket=default_path,
+                           pass_socket=False, env=env)
+    try:
+        first.start()
+        first.wait_running("alpha")
+        second.start(wait=False)
+        wait_for(lambda: "running without control socket" in second.log(), 30,
+                 "the second master's warning\n" + second.log())
+        assert second.process.poll() is None
+
+        result = run_cubemux("status", env=env)
+        assert result.returncode == 0, result.stderr
+        assert "master pid %d," % first.pid in result.stdout
+        assert "alpha" in result.stdout
+    finally:
+        second.close()
+        first.close()
+
+
 def test_stale_socket_replaced(tmp_path):
     path = str(tmp_path / "stale.sock")
     stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
