@@ -230,6 +230,8 @@ class Master:
             # A master that runs many jobs must outlive a bug in reading one file.
             log.exception("reload failed; every job keeps running as it is")
             return
+        if not found:
+            log.warning("no job files (*.ini) found in %s", self.directory)
         for path, slot in list(self.slots.items()):
             if path not in found and not slot.removed:
                 slot.removed = True
