@@ -6,17 +6,26 @@ operation and put the key list in ``ev_extra2``. ``ev_data`` is the row,
 url-encoded: ``name`` without ``=`` is NULL, ``name=`` is the empty string,
 ``+`` is a space and ``%XX`` are bytes of UTF-8 text. ``ev_extra1`` is the
 source table as ``schema.table``, unquoted.
+
+Error messages name the event, the table and the column, but contain no
+row values, which may be personal data.
 """
 
 import dataclasses
 import re
 from urllib.parse import unquote_to_bytes
 
+from cubemux import rowdecode
 from cubemux.errors import EventError
 
 OPERATIONS = frozenset("IUD")
 
 _BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
+
+# pgq.sqltriga writes ev_data as partial SQL with non-NULL values quoted, such
+# as "(id,name) values ('1','a')", "name=NULL where id='1'" or "id='1'", so
+# it always contains a space or a quote. Url-encoding writes neither.
+_SQL_TEXT = re.compile(r"[ ']")
 
 
 @dataclasses.dataclass(slots=True)
@@ -36,43 +45,69 @@ class Event:
         return "%s.%s" % (self.schema, self.table)
 
 
-def url_decode(text, ev_id=None, table=None):
+def url_decode(text):
     """Decode one url-encoded name or value into text.
 
-    Raise EventError on a malformed %-escape or on bytes that are not UTF-8.
+    Raise ValueError, with a message that does not repeat TEXT, on a
+    malformed %-escape or on bytes that are not UTF-8.
     """
     if "%" not in text and "+" not in text:
         return text
-    if _BAD_ESCAPE.search(text):
-        raise EventError(
-            "invalid url-encoding %r: '%%' must be followed by two hex digits"
-            % _excerpt(text), ev_id, table)
-    raw = unquote_to_bytes(text.replace("+", " "))
+    bad = _BAD_ESCAPE.search(text)
+    if bad:
+        escape = text[bad.start():bad.start() + 3]
+        raise ValueError(
+            "invalid url-encoding %r at character %d: '%%' must be followed "
+            "by two hex digits" % (escape, bad.start() + 1))
+    try:
+        raw = unquote_to_bytes(text.replace("+", " "))
+    except UnicodeEncodeError as error:
+        raise ValueError("the text contains a lone surrogate at character %d"
+                         % (error.start + 1)) from None
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as error:
-        raise EventError(
-            "value %r is not valid UTF-8 (%s)" % (_excerpt(text), error.reason),
-            ev_id, table) from None
-
-
-def _excerpt(text, limit=60):
-    return text if len(text) <= limit else text[:limit] + "..."
+        raise ValueError(
+            "the decoded bytes are not valid UTF-8: byte 0x%02x at offset %d"
+            % (raw[error.start], error.start)) from None
 
 
 def decode_row(data, ev_id=None, table=None):
     """Decode ev_data into (columns, values). A NULL value is None.
 
-    When a column occurs twice, the last value wins, as in skytools.
+    When a column occurs twice, the last value wins, as in skytools. Empty
+    pieces between ``&`` are skipped, as skytools does. Raise EventError
+    naming EV_ID, TABLE and the column for a piece that cannot be decoded.
     """
     if not data:
         return (), []
+    decoded = rowdecode.decode_row(data)
+    if decoded is not None:
+        return decoded
     columns = []
     values = []
-    for pair in data.split("&"):
-        name, has_value, value = pair.partition("=")
-        columns.append(url_decode(name, ev_id, table))
-        values.append(url_decode(value, ev_id, table) if has_value else None)
+    for number, pair in enumerate(data.split("&"), start=1):
+        if not pair:
+            continue
+        encoded_name, has_value, encoded_value = pair.partition("=")
+        try:
+            name = url_decode(encoded_name)
+        except ValueError as error:
+            raise EventError("name of column %d: %s" % (number, error),
+                             ev_id, table) from None
+        if not name:
+            raise EventError("column %d of the row has an empty name" % number,
+                             ev_id, table)
+        if has_value:
+            try:
+                value = url_decode(encoded_value)
+            except ValueError as error:
+                raise EventError("value of column %r: %s" % (name, error),
+                                 ev_id, table) from None
+        else:
+            value = None
+        columns.append(name)
+        values.append(value)
 
     if len(set(columns)) != len(columns):
         merged = dict(zip(columns, values))
@@ -81,35 +116,45 @@ def decode_row(data, ev_id=None, table=None):
 
 
 def split_table(extra1, ev_id=None):
-    """Split ev_extra1 into (schema, table). A name without a dot is in public."""
+    """Split ev_extra1 into (schema, table). A name without a dot is in public.
+
+    logutriga does not quote the names, so the first dot ends the schema.
+    """
     if not extra1:
         raise EventError("ev_extra1 is empty: the event names no table", ev_id)
     schema, dot, table = extra1.partition(".")
     if not dot:
         return "public", extra1
+    if not schema or not table:
+        raise EventError("ev_extra1 %r is not a table name of the form "
+                         "schema.table" % extra1, ev_id, extra1)
     return schema, table
 
 
 def split_keys(key_list, columns):
     """Split a comma-separated key list into column names.
 
-    logutriga does not escape a comma inside a column name, so pieces that
-    do not name a column of the row are joined with the next piece.
+    logutriga does not escape a comma inside a column name. So at each
+    position the longest run of pieces that, joined with commas again,
+    names a column of the row is one key. A piece that starts no such run
+    is a key of its own.
     """
     if not key_list:
         return ()
+    if "," not in key_list:
+        return (key_list,)
     known = set(columns)
+    pieces = key_list.split(",")
     keys = []
-    pending = None
-    for piece in key_list.split(","):
-        name = piece if pending is None else pending + "," + piece
-        if name in known or not known:
-            keys.append(name)
-            pending = None
-        else:
-            pending = name
-    if pending is not None:
-        keys.append(pending)
+    start = 0
+    while start < len(pieces):
+        end = start + 1
+        for candidate in range(len(pieces), start + 1, -1):
+            if ",".join(pieces[start:candidate]) in known:
+                end = candidate
+                break
+        keys.append(",".join(pieces[start:end]))
+        start = end
     return tuple(keys)
 
 
@@ -117,10 +162,14 @@ def decode_event(ev_id, ev_type, ev_data, ev_extra1, ev_extra2=None):
     """Decode one logutriga event. Raise EventError for any other event type."""
     op, colon, key_list = (ev_type or "").partition(":")
     if op not in OPERATIONS:
-        raise EventError(
-            "unsupported event type %r: only logutriga row events of type "
-            "I, U or D can be dispatched" % ev_type, ev_id, ev_extra1)
+        raise EventError(_unsupported_type(ev_type), ev_id, ev_extra1)
     if not colon:
+        if ev_data and _SQL_TEXT.search(ev_data):
+            raise EventError(
+                "event type %r carries SQL text, as pgq.sqltriga writes it, "
+                "not a url-encoded row: create the source table's trigger "
+                "with pgq.logutriga" % ev_type,
+                ev_id, ev_extra1)
         # Older producers put the key list in ev_extra2.
         key_list = ev_extra2 or ""
 
@@ -135,3 +184,12 @@ def decode_event(ev_id, ev_type, ev_data, ev_extra1, ev_extra2=None):
         columns=columns,
         values=values,
     )
+
+
+def _unsupported_type(ev_type):
+    if ev_type == "R":
+        return ("event type 'R' (TRUNCATE) is not supported: only I, U and D "
+                "row events from pgq.logutriga can be dispatched, so drop the "
+                "truncate trigger of the source table")
+    return ("unsupported event type %r: only I, U and D row events from "
+            "pgq.logutriga can be dispatched" % ev_type)
