@@ -22,6 +22,9 @@ log = logging.getLogger(__name__)
 
 FLUSH_BYTES = 4 * 1024 * 1024
 
+# Characters that psycopg2 reads from the COPY text per call.
+COPY_READ_SIZE = 1024 * 1024
+
 # Extra columns of a keep_latest stage table.
 EV_ID_COLUMN = "cubemux_ev_id"
 OP_COLUMN = "cubemux_op"
@@ -45,22 +48,21 @@ class Counts:
 class _Buffer:
     """Rows of one column set waiting for COPY, and the event id of each row."""
 
+    __slots__ = ("columns", "colset", "lines", "ev_ids")
+
     def __init__(self, columns, colset):
         self.columns = columns
         self.colset = colset
-        self.text = io.StringIO()
+        self.lines = []
         self.ev_ids = []
-        self.size = 0
 
-    def add(self, ev_id, line):
-        self.text.write(line)
-        self.ev_ids.append(ev_id)
-        self.size += len(line)
-
-    def reset(self):
-        self.text = io.StringIO()
+    def take(self):
+        """Return (COPY text, event ids) of the buffered rows and empty the buffer."""
+        text = "".join(self.lines)
+        ev_ids = self.ev_ids
+        self.lines = []
         self.ev_ids = []
-        self.size = 0
+        return text, ev_ids
 
 
 class _Target:
@@ -98,19 +100,20 @@ class BatchWriter:
     def add(self, event, suffix_name):
         """Buffer EVENT for its target table SUFFIX_NAME (in the event's schema)."""
         self.counts.events[event.op] += 1
-        target = self._target(event, suffix_name)
-        self._check_event(event, target)
-
+        target = self.targets.get((event.schema, suffix_name))
+        if target is None:
+            target = self._target(event, suffix_name)
         buffer = target.buffers.get(event.columns)
-        if buffer is None:
-            buffer = _Buffer(event.columns, len(target.buffers))
-            target.buffers[event.columns] = buffer
+        if buffer is None or event.op == "D" or event.pkeys != target.pkeys:
+            buffer = self._check_event(event, target)
+
+        fields = copytext.encode_fields(event.values)
         if self.mode == "keep_all":
-            line = copytext.encode_row(event.values)
+            line = fields + "\n"
         else:
-            line = copytext.encode_row(
-                [*event.values, str(event.ev_id), event.op, str(buffer.colset)])
-        buffer.add(event.ev_id, line)
+            line = "%s\t%d\t%s\t%d\n" % (fields, event.ev_id, event.op, buffer.colset)
+        buffer.lines.append(line)
+        buffer.ev_ids.append(event.ev_id)
 
         self.buffered += len(line)
         if self.buffered >= FLUSH_BYTES:
@@ -134,13 +137,20 @@ class BatchWriter:
         return target
 
     def _check_event(self, event, target):
+        """Check EVENT against its target. Return the buffer of its column set.
+
+        add() calls this only for a new column set, a delete, or a key list
+        that differs from the target's, because the other checks depend on
+        the column set alone.
+        """
         label = target.parent_label
         if event.op == "D" and self.mode == "keep_all":
             raise EventError(
                 "a delete event cannot be applied with mode = keep_all, which "
                 "keeps every version; set mode = keep_latest in the job file, or "
                 "stop sending deletes to this queue", event.ev_id, label)
-        if event.columns not in target.buffers:
+        buffer = target.buffers.get(event.columns)
+        if buffer is None:
             missing = [name for name in event.columns if name not in target.columns]
             if missing:
                 raise EventError(
@@ -156,6 +166,10 @@ class BatchWriter:
                 raise EventError(
                     "the event has no value for primary key column %s"
                     % ", ".join(absent), event.ev_id, label)
+        if buffer is None:
+            buffer = _Buffer(event.columns, len(target.buffers))
+            target.buffers[event.columns] = buffer
+        return buffer
 
     def _check_keys(self, event, target):
         if not event.pkeys:
@@ -215,23 +229,23 @@ class BatchWriter:
                         sql.Identifier(COLSET_COLUMN)]
         statement = sql.SQL("copy {} ({}) from stdin").format(
             into, sql.SQL(", ").join(columns))
-        buffer.text.seek(0)
+        text, ev_ids = buffer.take()
         try:
             with self.conn.cursor() as cur:
-                cur.copy_expert(statement.as_string(self.conn), buffer.text)
+                cur.copy_expert(statement.as_string(self.conn), io.StringIO(text),
+                                size=COPY_READ_SIZE)
         except (psycopg2.DataError, psycopg2.IntegrityError) as error:
-            raise self._row_error(error, target, buffer) from error
+            raise self._row_error(error, target, ev_ids) from error
 
         if self.mode == "keep_all":
-            self.counts.add_rows("inserted", target.parent_label, len(buffer.ev_ids))
-        buffer.reset()
+            self.counts.add_rows("inserted", target.parent_label, len(ev_ids))
 
-    def _row_error(self, error, target, buffer):
+    def _row_error(self, error, target, ev_ids):
         diag = error.diag
         line = copytext.failed_line(diag.context)
         ev_id = None
-        if line is not None and 0 < line <= len(buffer.ev_ids):
-            ev_id = buffer.ev_ids[line - 1]
+        if line is not None and 0 < line <= len(ev_ids):
+            ev_id = ev_ids[line - 1]
         message = (diag.message_primary or str(error)).strip()
         return EventError("the destination rejected the row: %s" % message,
                           ev_id, target.parent_label)

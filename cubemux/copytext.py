@@ -17,9 +17,25 @@ def encode_value(value):
     return value
 
 
+def encode_fields(values):
+    """Return VALUES as COPY text fields joined by tabs, without the newline."""
+    nulls = values.count(None)
+    fields = values
+    if nulls:
+        fields = [NULL if value is None else value for value in values]
+    line = "\t".join(fields)
+    # Most rows need no escaping, so check the whole line at once. When no
+    # value contains a special character, the line contains one backslash per
+    # NULL and one tab per separator.
+    if (line.count("\\") == nulls and line.count("\t") == len(values) - 1
+            and "\n" not in line and "\r" not in line):
+        return line
+    return "\t".join([encode_value(value) for value in values])
+
+
 def encode_row(values):
     """Return one COPY text line, with its newline."""
-    return "\t".join([encode_value(value) for value in values]) + "\n"
+    return encode_fields(values) + "\n"
 
 
 _LINE_NUMBER = re.compile(r"\bline (\d+)\b")

@@ -1,0 +1,81 @@
+"""The C row decoder agrees with the Python decoder, or leaves the row to it."""
+
+from urllib.parse import quote
+
+import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+
+from cubemux import events, rowdecode
+from cubemux.errors import EventError
+
+pytestmark = pytest.mark.skipif(not rowdecode.AVAILABLE,
+                                reason="skytools' C module is not installed")
+
+# Pieces that url-encoded rows are made of, and the ways they go wrong.
+raw_pieces = st.lists(
+    st.sampled_from(["&", "=", "%", "+", "a", "b", "id", "%41", "%e2%82%ac",
+                     "%C3%95", "%zz", "%4", "%ff", "%00", "%5c", "%09", "Õ",
+                     "\x00", "-", "%2d", "%26", "%3d"]),
+    max_size=12,
+).map("".join)
+
+names = st.text(st.characters(blacklist_categories=["Cs"]), min_size=1, max_size=6)
+values = st.one_of(st.none(), st.text(st.characters(blacklist_categories=["Cs"]),
+                                      max_size=8))
+rows = st.lists(st.tuples(names, values), max_size=6)
+
+
+def encode(pairs):
+    parts = []
+    for name, value in pairs:
+        name = quote(name, safe="")
+        parts.append(name if value is None else name + "=" + quote(value, safe=""))
+    return "&".join(parts)
+
+
+def python_decode(data):
+    """Decode DATA with the C decoder switched off."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(rowdecode, "db_urldecode", None)
+        try:
+            return events.decode_row(data)
+        except EventError:
+            return EventError
+
+
+def check_agrees(data):
+    fast = rowdecode.decode_row(data)
+    slow = python_decode(data)
+    if fast is not None:
+        assert slow is not EventError, "the C decoder accepted a row Python rejects"
+        assert fast == slow
+
+
+@settings(max_examples=500)
+@given(data=raw_pieces)
+@example(data="a=b=c")
+@example(data="=x")
+@example(data="a=1&&b=2&")
+@example(data="a=1&a=2&b")
+def test_rowdecode_agrees_on_raw_text(data):
+    check_agrees(data)
+
+
+@settings(max_examples=300)
+@given(pairs=rows)
+def test_rowdecode_agrees_on_encoded_rows(pairs):
+    data = encode(pairs)
+    check_agrees(data)
+    assert rowdecode.decode_row(data) is not None
+
+
+def test_rowdecode_leaves_errors_to_python():
+    for data in ("a=%zz", "a=%4", "a=%ff", "=x", "a=b=c", "a=\ud800"):
+        assert rowdecode.decode_row(data) is None, data
+
+
+def test_decode_row_names_event_on_invalid_utf8():
+    with pytest.raises(EventError) as info:
+        events.decode_row("id=1&name=%ff", ev_id=42, table="public.t")
+    assert info.value.ev_id == 42
