@@ -1,22 +1,26 @@
 """The consumer loop of one job: next batch, apply its events, finish it."""
 
+import datetime
 import logging
 import threading
 import time
 
 import psycopg2
 
-from cubemux import pgq, tracking
+from cubemux import pgq, retention, tracking
 from cubemux.apply import BatchWriter
 from cubemux.db import Connection, mask_dsn, mask_text
 from cubemux.errors import ConfigError
 from cubemux.events import decode_event
-from cubemux.partitions import Partitioner, partition_name
+from cubemux.partitions import Partitioner
+from cubemux.routing import Router, partition_zone
 
 log = logging.getLogger(__name__)
 
 # Report liveness at least this often while a batch streams in.
 BEAT_EVERY_EVENTS = 5000
+
+TRUNCATE_TYPE = "R"
 
 # Read the queue's lag figures from PgQ at most this often, in seconds.
 QUEUE_FIGURES_INTERVAL = 5.0
@@ -52,12 +56,18 @@ class Worker:
                               setup=self._setup_source)
         self.dst = Connection(job.dst_db, "destination", job.connection_lifetime)
         self.ddl = Connection(job.dst_db, "destination", job.connection_lifetime)
-        self.partitioner = Partitioner(self.ddl, job.part_template, job.job_name,
-                                       main=self.dst)
+        self.partitioner = Partitioner(
+            self.ddl, job.part_template, job.job_name,
+            pre_part=getattr(job, "pre_part", ""),
+            post_part=getattr(job, "post_part", ""), main=self.dst)
         self.timezone = None
         self.figures_read_at = None
         self.lock_holder = None
         self._waiting = False
+        self.router = None
+        self.on_truncate = getattr(job, "on_truncate", "error")
+        self.retention_due = None
+        self.retention_handled = 0
 
     def request_stop(self):
         self.stopping.set()
@@ -68,6 +78,7 @@ class Worker:
         while not self.stopping.is_set():
             self.reporter.beat()
             self.report_queue_figures()
+            self.enforce_retention()
             if not self.run_once():
                 self.stopping.wait(self.job.loop_delay)
         log.info("stopped consumer %s on queue %s",
@@ -89,6 +100,8 @@ class Worker:
             dst.commit()
             log.info("registered consumer %s on queue %s",
                      job.pgq_consumer_id, job.pgq_queue_name)
+        zone = partition_zone(job, self.timezone)
+        self.router = Router(job, zone, self.partitioner)
         self.reporter.started()
         log.info("started: queue %s, consumer %s, mode %s, dateformat %r, "
                  "partition time zone %s", job.pgq_queue_name,
@@ -201,29 +214,67 @@ class Worker:
             return None
 
         writer = BatchWriter(dst, job.mode, self.partitioner)
-        names = {}
+        router = self.router
+        router.start_batch(batch)
         seen = 0
-        for ev_id, _ev_time, ev_type, ev_data, extra1, extra2 in pgq.iter_events(
+        for ev_id, ev_time, ev_type, ev_data, extra1, extra2 in pgq.iter_events(
                 src, batch.batch_id):
-            event = decode_event(ev_id, ev_type, ev_data, extra1, extra2)
-            table_key = (event.schema, event.table)
-            name = names.get(table_key)
-            if name is None:
-                name = partition_name(event.table, batch.suffix)
-                names[table_key] = name
-            writer.add(event, name)
             seen += 1
             if seen % BEAT_EVERY_EVENTS == 0:
                 self.reporter.beat(batch_id=batch.batch_id)
+            if ev_type == TRUNCATE_TYPE and self.on_truncate != "error":
+                self._truncate(writer, router, ev_id, ev_time, extra1)
+                continue
+            event = decode_event(ev_id, ev_type, ev_data, extra1, extra2)
+            name = router.route(event, ev_time)
+            if name is not None:
+                writer.add(event, name)
         counts = writer.finish()
 
         tracking.set_last_tick(dst, job.pgq_consumer_id, batch.tick_id)
         dst.commit()
         events = sum(counts.events.values())
         log.info("applied batch %d (ticks %d..%d): %d events, %d rows inserted, "
-                 "%d deleted", batch.batch_id, batch.prev_tick_id, batch.tick_id,
-                 events, sum(counts.inserted.values()), sum(counts.deleted.values()))
+                 "%d deleted, %d events skipped", batch.batch_id, batch.prev_tick_id,
+                 batch.tick_id, events, sum(counts.inserted.values()),
+                 sum(counts.deleted.values()), router.skipped)
+        if counts.partitions_created:
+            self.retention_due = 0.0
         return counts
+
+    def _truncate(self, writer, router, ev_id, ev_time, extra1):
+        """Apply a truncate event as on_truncate says: ignore it, or empty the partition."""
+        if self.on_truncate == "ignore":
+            router.skipped += 1
+            log.info("ignored truncate event %d of table %s (on_truncate = ignore)",
+                     ev_id, extra1)
+            return
+        event = decode_event(ev_id, "I:", "", extra1)
+        name = router.route(event, ev_time)
+        if name is not None:
+            writer.truncate(event, name)
+            log.info("truncated %s.%s for truncate event %d of table %s",
+                     event.schema, name, ev_id, extra1)
+
+    def enforce_retention(self):
+        """Drop or detach expired partitions of the parents this worker has written."""
+        period = getattr(self.job, "retention_period", None)
+        if not period or self.router is None or not self.job.dateformat:
+            return 0
+        now = time.monotonic()
+        if self.retention_due is not None and now < self.retention_due:
+            return 0
+        self.retention_due = now + retention.CHECK_INTERVAL
+        naming = self.router.naming
+        limit = retention.cutoff(datetime.datetime.now(datetime.timezone.utc), period,
+                                 naming.zone)
+        action = getattr(self.job, "retention_action", "drop")
+        handled = 0
+        for schema, parent in sorted(self.router.parents):
+            handled += retention.enforce(self.ddl.get(), schema, parent, naming.format,
+                                         naming.unit, limit, action, self.job.job_name)
+        self.retention_handled += handled
+        return handled
 
 
 def _rollback(connection):
