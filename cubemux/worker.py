@@ -159,10 +159,11 @@ class Worker:
             _rollback(dst)
             _rollback(src)
             raise
-        pgq.finish_batch(src, batch.batch_id)
 
-        seconds = time.monotonic() - started
-        self.reporter.batch_done(batch, counts, seconds)
+        # Reported once the destination has committed, so a crash before
+        # finish_batch cannot lose the count of applied rows.
+        self.reporter.batch_done(batch, counts, time.monotonic() - started)
+        pgq.finish_batch(src, batch.batch_id)
         return True
 
     def _hold_queue_lock(self, src):
