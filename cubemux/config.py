@@ -5,144 +5,28 @@ A job file is an ini file (syntax in cubemux.iniformat) whose
 defaults and the names that ``%(name)s`` can use without setting them
 follow skytools: ``job_name`` (the file name without its extension),
 ``service_name``, ``host_name``, ``config_dir`` and ``config_file``.
-Keys that cubemux adds are marked in KEYS.
+cubemux.configspec lists every key with its check and default, and marks
+the keys that cubemux adds.
 """
 
 import dataclasses
 import difflib
-import math
 import os
 import re
 import socket
-from collections.abc import Callable
 
+from cubemux import configrules, configspec
+from cubemux.configspec import RetentionPeriod
 from cubemux.errors import ConfigError
 from cubemux.iniformat import (
     DEFAULT_SECTION, InterpolationError, interpolate, parse_ini)
 
 SECTION = "cube_dispatcher"
 
-MODES = ("keep_latest", "keep_all")
-
-_BOOLEANS = {
-    "1": True, "yes": True, "true": True, "on": True,
-    "0": False, "no": False, "false": False, "off": False,
-}
-
-_DECIMAL = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?", re.ASCII)
-_WHOLE = re.compile(r"[+-]?\d+", re.ASCII)
+KEYS = configspec.keys()
 
 _UNIQUE_CONSTRAINT = re.compile(r"\b(primary\s+key|unique)\b", re.IGNORECASE)
 _COPIED_INDEXES = re.compile(r"\bincluding\s+(all|indexes)\b", re.IGNORECASE)
-
-
-class _Invalid(ValueError):
-    """A value that a key does not accept. The message lists what it accepts."""
-
-
-def _name(value):
-    if not value:
-        raise _Invalid("a name, which cannot be empty")
-    return value
-
-
-def _connect_string(value):
-    if not value.strip():
-        raise _Invalid("a libpq connection string such as 'dbname=sourcedb'")
-    return value.strip()
-
-
-def _text(value):
-    return value.strip()
-
-
-def _path(value):
-    return os.path.expanduser(value) if value else None
-
-
-def _time_zone(value):
-    if not value:
-        raise _Invalid("a time zone name such as 'UTC', or no timezone line to "
-                       "use the source server's zone")
-    return value
-
-
-def _mode(value):
-    if value not in MODES:
-        raise _Invalid("keep_latest or keep_all")
-    return value
-
-
-def _boolean(value):
-    try:
-        return _BOOLEANS[value.lower()]
-    except KeyError:
-        raise _Invalid("1, 0, true, false, yes, no, on or off") from None
-
-
-def _seconds(minimum):
-    expected = "a number of seconds, %d or more" % minimum
-
-    def parse(value):
-        if not _DECIMAL.fullmatch(value):
-            raise _Invalid(expected)
-        number = float(value)
-        if not math.isfinite(number) or number < minimum:
-            raise _Invalid(expected)
-        return number
-    return parse
-
-
-def _whole_number(minimum, unit):
-    expected = "a whole number of %s, %d or more" % (unit, minimum)
-
-    def parse(value):
-        if not _WHOLE.fullmatch(value) or int(value) < minimum:
-            raise _Invalid(expected)
-        return int(value)
-    return parse
-
-
-REQUIRED = object()
-
-
-@dataclasses.dataclass(frozen=True)
-class _Key:
-    """The parser, the default and the one-line rule of one key."""
-
-    parse: Callable[[str], object]
-    default: object = None
-    one_line: bool = True
-    secret: bool = False
-    hint: str = ""
-
-
-KEYS = {
-    "job_name": _Key(_name),
-    "src_db": _Key(_connect_string, REQUIRED, one_line=False, secret=True,
-                   hint="a libpq connection string of the source database, "
-                   "such as 'dbname=sourcedb'"),
-    "dst_db": _Key(_connect_string, REQUIRED, one_line=False, secret=True,
-                   hint="a libpq connection string of the destination "
-                   "database, such as 'dbname=dataminedb'"),
-    "pgq_queue_name": _Key(_name, REQUIRED,
-                           hint="the name of the PgQ queue to consume"),
-    "pgq_consumer_id": _Key(_name),
-    "mode": _Key(_mode, "keep_latest"),
-    "dateformat": _Key(_text, "YYYY_MM_DD"),
-    "part_template": _Key(_text, "", one_line=False),
-    "loop_delay": _Key(_seconds(0), 1.0),
-    "connection_lifetime": _Key(_seconds(0), 1200.0),
-    "logfile": _Key(_path),
-    "pidfile": _Key(_path),
-    "log_count": _Key(_whole_number(0, "files"), 3),
-    "log_size": _Key(_whole_number(1, "bytes"), 10485760),
-    "use_skylog": _Key(_boolean, False),
-    # Keys that cubemux adds.
-    "timezone": _Key(_time_zone),
-    "worker_timeout": _Key(_seconds(1), 60.0),
-    "max_backoff": _Key(_seconds(1), 60.0),
-}
 
 # Names that skytools defines for every job file.
 BUILTIN_NAMES = ("job_name", "service_name", "host_name", "config_dir",
@@ -158,7 +42,7 @@ _IGNORED_SKYTOOLS_KEYS = frozenset({
 
 @dataclasses.dataclass(frozen=True)
 class JobConfig:
-    """One validated job file."""
+    """One validated job file. The fields after path are the keys of CONFIGSPEC."""
 
     path: str
     job_name: str
@@ -179,6 +63,25 @@ class JobConfig:
     timezone: str | None
     worker_timeout: float
     max_backoff: float
+    part_mode: str
+    part_field: str | None
+    # The unit of each partition (hour, day, month or year), or None when
+    # only dateformat names the partitions.
+    period: str | None
+    pre_part: str
+    post_part: str
+    retention_period: RetentionPeriod | None
+    retention_action: str
+    ignore_old_events: bool
+    # (source column, destination column) pairs, or None to copy every column.
+    fields: tuple | None
+    skip_fields: tuple
+    # ((source schema, source table), (destination schema, parent table)) pairs.
+    table_map: tuple
+    event_types: tuple
+    on_truncate: str
+    on_new_column: str
+    on_error: str
     warnings: tuple = ()
 
 
@@ -195,8 +98,9 @@ def load_job(path):
 
     Problems and warnings are ordered by line and start with ``PATH:LINE:``,
     or with ``PATH:`` when they concern no single line. Warnings (ignored
-    keys and sections, a template that does not fit the mode) go into
-    JobConfig.warnings.
+    keys and sections, a template that does not fit the mode, keys that have
+    no effect) go into JobConfig.warnings. The checks between keys run once
+    each key is valid on its own.
     """
     text, problems = _read_text(path)
     if text is None:
@@ -218,30 +122,22 @@ def load_job(path):
     if problems:
         raise ConfigError(_located(path, problems))
 
-    template = values["part_template"] or default_template(values["mode"])
-    warnings += _template_warnings(values["mode"], template)
-    return JobConfig(
-        path=os.path.abspath(path),
-        job_name=values["job_name"],
-        src_db=values["src_db"],
-        dst_db=values["dst_db"],
-        pgq_queue_name=values["pgq_queue_name"],
-        pgq_consumer_id=values["pgq_consumer_id"],
-        mode=values["mode"],
-        dateformat=values["dateformat"],
-        part_template=template,
-        loop_delay=values["loop_delay"],
-        connection_lifetime=values["connection_lifetime"],
-        logfile=values["logfile"],
-        pidfile=values["pidfile"],
-        log_count=values["log_count"],
-        log_size=values["log_size"],
-        use_skylog=values["use_skylog"],
-        timezone=values["timezone"],
-        worker_timeout=values["worker_timeout"],
-        max_backoff=values["max_backoff"],
-        warnings=tuple(_located(path, warnings)),
-    )
+    findings = configrules.check(values, settings)
+    problems += _in_section(findings.problems)
+    warnings += _in_section(findings.warnings)
+    if problems:
+        raise ConfigError(_located(path, problems))
+
+    values["dateformat"] = configrules.dateformat(values)
+    values["part_template"] = (values["part_template"]
+                               or default_template(values["mode"]))
+    warnings += _template_warnings(values["mode"], values["part_template"])
+    return JobConfig(path=os.path.abspath(path),
+                     warnings=tuple(_located(path, warnings)), **values)
+
+
+def _in_section(items):
+    return [(line, "[%s] %s" % (SECTION, message)) for line, message in items]
 
 
 def _located(path, items):
@@ -311,33 +207,46 @@ def _builtin_values(path):
 
 
 def _resolve(path, settings, problems):
-    """Interpolate and parse every known key. Append problems to PROBLEMS.
+    """Interpolate every key of CONFIGSPEC and validate it. Append problems to PROBLEMS.
 
-    Return ({key: value}, names used by references).
+    Return ({key: value}, names used by references). The values include
+    the defaults of unset keys.
     """
     raw = _builtin_values(path)
     raw.update((key, setting.value) for key, setting in settings.items())
-    values = {}
+    texts = {}
     referenced = set()
     derived_problems = []
-    for key, spec in KEYS.items():
-        setting = settings.get(key)
-        line = setting.lineno if setting else None
-        if key not in raw:
-            if spec.default is REQUIRED:
-                problems.append((None, "[%s] %s is missing: set it to %s"
-                                 % (SECTION, key, spec.hint)))
-            values[key] = spec.default
-            continue
+    reported = set()
 
+    def report(key, message):
+        reported.add(key)
+        if key in settings:
+            problems.append((settings[key].lineno, message))
+        else:
+            derived_problems.append((None, message))
+
+    for key in KEYS:
+        if key not in raw:
+            continue
         try:
-            text = interpolate(key, raw, referenced)
-            values[key] = _parse_value(key, spec, setting, text)
-        except (InterpolationError, _Invalid) as error:
-            if setting is None:
-                derived_problems.append((line, _key_problem(key, error)))
-            else:
-                problems.append((line, _key_problem(key, error)))
+            texts[key] = interpolate(key, raw, referenced)
+        except InterpolationError as error:
+            report(key, "[%s] %s: %s" % (SECTION, key, error))
+            continue
+        spread = _spread_problem(key, settings.get(key), texts[key])
+        if spread:
+            report(key, "[%s] %s" % (SECTION, spread))
+
+    values, errors = configspec.validate_values(texts)
+    for key in KEYS:
+        if key not in errors or key in reported:
+            continue
+        if errors[key] is None:
+            problems.append((None, "[%s] %s is missing: set it to %s" % (
+                SECTION, key, configspec.REQUIRED_HINTS.get(key, "a value"))))
+        else:
+            report(key, _invalid_message(key, texts[key], errors[key]))
 
     # A value that the file does not set comes from another key, such as
     # pgq_consumer_id from job_name, and that key reports the problem.
@@ -346,35 +255,34 @@ def _resolve(path, settings, problems):
     return values, referenced
 
 
-def _key_problem(key, error):
-    if isinstance(error, InterpolationError):
-        return "[%s] %s: %s" % (SECTION, key, error)
-    return "[%s] %s" % (SECTION, error)
-
-
-def _parse_value(key, spec, setting, text):
-    """Return TEXT parsed for KEY. Raise _Invalid with the whole message.
+def _spread_problem(key, setting, text):
+    """Return why TEXT may not span lines, or None when it may.
 
     A value that comes from a default or from another key (SETTING is None)
     may span lines only when that key's own value does, which is reported
     for that key.
     """
-    if spec.one_line and setting is not None and "\n" in text:
-        if setting.quoted or setting.continued_at is None:
-            raise _Invalid("%s spans several lines: write it on one line" % key)
-        raise _Invalid(
-            "%s continues on line %d, because that line is indented deeper "
+    if key in configspec.MULTILINE_KEYS or setting is None or "\n" not in text:
+        return None
+    if setting.quoted or setting.continued_at is None:
+        return "%s spans several lines: write it on one line" % key
+    return ("%s continues on line %d, because that line is indented deeper "
             "than the key: remove the indentation" % (key, setting.continued_at))
-    try:
-        return spec.parse(text)
-    except _Invalid as error:
-        if spec.secret:
-            raise _Invalid("%s is invalid: expected %s" % (key, error)) from None
-        message = "%s = %r is invalid: expected %s" % (key, text, error)
-        if re.search(r"\s[#;]", text):
-            message += (" (a '#' or ';' after a value is part of the value: "
-                        "put the comment on a line of its own)")
-        raise _Invalid(message) from None
+
+
+def _invalid_message(key, text, error):
+    """Return the message for TEXT of KEY, which failed its check with ERROR."""
+    if isinstance(error, configspec.Invalid):
+        expected = "expected %s" % error
+    else:
+        expected = str(error)
+    if key in configspec.SECRET_KEYS:
+        return "[%s] %s is invalid: %s" % (SECTION, key, expected)
+    message = "[%s] %s = %r is invalid: %s" % (SECTION, key, text, expected)
+    if re.search(r"\s[#;]", text):
+        message += (" (a '#' or ';' after a value is part of the value: "
+                    "put the comment on a line of its own)")
+    return message
 
 
 def _section_warnings(sections):

@@ -186,3 +186,47 @@ def test_check_ignores_leftovers(tmp_path, leftover):
     result = check(tmp_path)
     assert result.returncode == 0
     assert leftover not in result.stdout + result.stderr
+
+
+def test_check_new_key_errors(tmp_path):
+    path = tmp_path / "cube.ini"
+    path.write_text(job(part_mode="date_field", retention_period="forever",
+                        event_types="I,X"))
+    result = check(path)
+    assert result.returncode == EXIT_CONFIG
+    assert result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert lines[0].startswith("%s:6: [cube_dispatcher] retention_period = "
+                               "'forever' is invalid: expected a number and a unit"
+                               % path)
+    assert lines[1].startswith("%s:7: [cube_dispatcher] event_types = 'I,X' is "
+                               "invalid" % path)
+    assert len(lines) == 2
+
+
+def test_check_combination_error(tmp_path):
+    path = tmp_path / "cube.ini"
+    path.write_text(job(part_mode="date_field", period="day", dateformat="YYYY_MM"))
+    result = check(path)
+    assert result.returncode == EXIT_CONFIG
+    lines = result.stderr.splitlines()
+    assert lines[0].startswith("%s:5: [cube_dispatcher] part_mode = date_field "
+                               "needs part_field" % path)
+    assert lines[1].startswith("%s:7: [cube_dispatcher] dateformat = 'YYYY_MM' and "
+                               "period = day are both set" % path)
+    assert len(lines) == 2
+
+
+def test_check_new_key_warnings(tmp_path):
+    path = tmp_path / "cube.ini"
+    path.write_text(job(mode="keep_all", event_types="I,U,D",
+                        ignore_old_events="yes"))
+    result = check(path)
+    assert result.returncode == 0
+    assert result.stdout == "%s: ok (job cube, queue q, mode keep_all)\n" % path
+    lines = result.stderr.splitlines()
+    assert lines[0].startswith("warning: %s:6: [cube_dispatcher] event_types "
+                               "lists D" % path)
+    assert lines[1].startswith("warning: %s:7: [cube_dispatcher] "
+                               "ignore_old_events is ignored" % path)
+    assert len(lines) == 2
