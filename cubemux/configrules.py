@@ -41,6 +41,7 @@ def check(values, settings):
     rules = _Rules(values, settings, findings)
     rules.check_period()
     rules.check_part_mode()
+    rules.check_zone()
     rules.check_retention()
     rules.check_bound_placeholders()
     rules.check_columns()
@@ -93,7 +94,6 @@ class _Rules:
                     timing.SuffixFormat(self.dateformat)
                 except ConfigError as error:
                     self.problem("dateformat", str(error))
-            self._check_zone()
 
         if mode == "date_field" and self.values["part_field"] is None:
             self.problem("part_mode", (
@@ -104,21 +104,31 @@ class _Rules:
                 "part_field is ignored because part_mode is %s: remove it, or "
                 "set part_mode = date_field" % mode))
 
-    def _check_zone(self):
-        # cubemux computes partition times in Python for these modes, so
-        # zoneinfo must find the zone, not only the source server.
+    def check_zone(self):
+        """Check that zoneinfo finds the timezone if cubemux computes partition times.
+
+        The source server checks the zone for batch_time suffixes, and it
+        accepts names that zoneinfo does not find, such as POSIX rules.
+        """
         zone = self.values["timezone"]
         if zone is None:
+            return
+        if self.values["part_mode"] != "batch_time":
+            user = "part_mode = %s" % self.values["part_mode"]
+        elif self.values["retention_period"] is not None:
+            user = "retention_period"
+        elif any(uses_bounds(self.values[key]) for key in _BOUND_KEYS):
+            user = "_PART_START or _PART_END"
+        else:
             return
         try:
             timing.load_zone(zone)
         except ConfigError:
             self.problem("timezone", (
                 "timezone = %r is not found in Python's time zone database "
-                "(zoneinfo), which part_mode = %s needs because cubemux computes "
-                "partition times itself: use a name such as 'UTC' or "
-                "'Europe/Tallinn'"
-                % (zone, self.values["part_mode"])))
+                "(zoneinfo), which %s needs because cubemux computes partition "
+                "times itself: use a name such as 'UTC' or 'Europe/Tallinn'"
+                % (zone, user)))
 
     def check_retention(self):
         retention = self.values["retention_period"]

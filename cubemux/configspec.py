@@ -159,10 +159,10 @@ def _path(value):
 
 
 def _time_zone(value):
-    # NOTE: the name is checked by the source server when the worker sets its
-    # TimeZone, because PostgreSQL accepts zones that Python's zoneinfo does
-    # not, such as POSIX rules. load_job checks it with zoneinfo only where
-    # cubemux computes partition times itself.
+    # The source server checks the name when the worker sets its TimeZone,
+    # because PostgreSQL accepts zones that zoneinfo does not find, such as
+    # POSIX rules. configrules checks it with zoneinfo only where cubemux
+    # computes partition times itself.
     if not value:
         raise Invalid("a time zone name such as 'UTC', or no timezone line to "
                       "use the source server's zone")

@@ -178,6 +178,17 @@ def test_per_event_mode_unknown_zone(tmp_path):
     assert "'Europe/Tallinn'" in problem
 
 
+@pytest.mark.parametrize("setting, user", [
+    ("retention_period = 3 months", "which retention_period needs"),
+    ("pre_part = select _PART_START", "which _PART_START or _PART_END needs"),
+])
+def test_computed_bounds_unknown_zone(tmp_path, setting, user):
+    problem = problem_with(tmp_path, "timezone = Mars/Olympus", setting)
+    assert problem.startswith(at_line(tmp_path, FIRST_ADDED_LINE))
+    assert "timezone = 'Mars/Olympus' is not found" in problem
+    assert user in problem
+
+
 def test_per_event_mode_known_zone(tmp_path):
     job = job_with(tmp_path, "part_mode = event_time", "timezone = Europe/Tallinn")
     assert job.timezone == "Europe/Tallinn"
