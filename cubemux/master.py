@@ -130,6 +130,9 @@ class Master:
 
     def halt(self):
         """Stop the servers, complete pending requests and restore the signals."""
+        if self.stopping_since is None:
+            # Halting after an error: pending requests must start no worker.
+            self.stopping_since = self.system.monotonic()
         if self.control_server is not None:
             self.control_server.close()
         if self.metrics_server is not None:
@@ -278,8 +281,9 @@ class Master:
             slot.change_state(states.FATAL, "rejected: the job file is invalid")
         elif slot.job is not None:
             slot.count_error(metrics.ERROR_CONFIG)
-            log.error("kept the job running with its previous settings; fix the "
-                      "file and reload", extra=slot.log_extra)
+            kept = "kept the job running" if slot.pid is not None else "kept the job"
+            log.error("%s with its previous settings; fix the file and reload", kept,
+                      extra=slot.log_extra)
 
     def apply_pending(self, slot):
         """Take the new settings of SLOT and start its worker."""

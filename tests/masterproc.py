@@ -12,7 +12,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def wait_for(condition, timeout=30.0, what="the condition", interval=0.05):
-    """Poll CONDITION until it returns a true value, and return that value."""
+    """Poll CONDITION until it returns a true value, and return that value.
+
+    WHAT describes the condition in the failure message. A callable WHAT is
+    called at the failure, so that it can show a log as it is by then.
+    """
     deadline = time.monotonic() + timeout
     while True:
         value = condition()
@@ -20,7 +24,7 @@ def wait_for(condition, timeout=30.0, what="the condition", interval=0.05):
             return value
         if time.monotonic() > deadline:
             raise AssertionError("timed out after %.0f s waiting for %s"
-                                 % (timeout, what))
+                                 % (timeout, what() if callable(what) else what))
         time.sleep(interval)
 
 
@@ -92,7 +96,8 @@ class MasterProcess:
             self.process = subprocess.Popen(command, cwd=ROOT, stdout=log_file,
                                             stderr=subprocess.STDOUT, env=self.env)
         if wait:
-            wait_for(self.try_status, what="the master's control socket\n" + self.log())
+            wait_for(self.try_status,
+                     what=lambda: "the master's control socket\n" + self.log())
         return self
 
     def log(self):
@@ -125,14 +130,14 @@ class MasterProcess:
             job = self.jobs().get(name)
             return job if job is not None and condition(job) else None
         return wait_for(check, timeout,
-                        "job %s: %s\n%s" % (name, what, self.log()[-4000:]))
+                        lambda: "job %s: %s\n%s" % (name, what, self.log()[-4000:]))
 
     def wait_running(self, *names, timeout=60.0):
         def running():
             jobs = self.jobs()
             return all(jobs.get(name, {}).get("state") == "running" for name in names)
-        wait_for(running, timeout, "jobs %s running\n%s" % (", ".join(names),
-                                                           self.log()[-4000:]))
+        wait_for(running, timeout, lambda: "jobs %s running\n%s"
+                 % (", ".join(names), self.log()[-4000:]))
         jobs = self.jobs()
         return {name: jobs[name]["pid"] for name in names}
 

@@ -133,8 +133,8 @@ class Supervisor:
             if all(jobs.get(name, {}).get("state") == "running" for name in names):
                 return {name: jobs[name]["pid"] for name in names}
             return None
-        return wait_for(running, 60, "jobs %s running\n%s" % (", ".join(names),
-                                                             self.log()[-3000:]))
+        return wait_for(running, 60, lambda: "jobs %s running\n%s"
+                        % (", ".join(names), self.log()[-3000:]))
 
     def log(self):
         path = self.work_dir / "cubemux.log"
@@ -170,7 +170,8 @@ def supervisor(setup, tmp_path):
 
 def test_supervisord_start_restart_stop(supervisor):
     wait_for(lambda: supervisor.program_state() == "RUNNING", 60,
-             "supervisord to start the master\n" + supervisor.supervisord_log())
+             lambda: "supervisord to start the master\n%s\n%s"
+             % (supervisor.supervisord_log(), supervisor.log()[-3000:]))
     first_master = supervisor.master_pid()
     first_workers = supervisor.wait_jobs_running("alpha", "beta")
 
