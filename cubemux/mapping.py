@@ -13,11 +13,11 @@ class FieldMap:
     """Applies a job's mapping keys to decoded events."""
 
     def __init__(self, job):
-        self.event_types = frozenset(getattr(job, "event_types", None) or "IUD")
-        self.tables = dict(getattr(job, "table_map", None) or ())
-        fields = getattr(job, "fields", None)
+        self.event_types = frozenset(job.event_types or "IUD")
+        self.tables = dict(job.table_map or ())
+        fields = job.fields
         self.renames = dict(fields) if fields else None
-        self.skipped = frozenset(getattr(job, "skip_fields", None) or ())
+        self.skipped = frozenset(job.skip_fields or ())
         self.keep_latest = job.mode == "keep_latest"
         self._plans = {}
 

@@ -12,7 +12,7 @@ import datetime
 import re
 
 from cubemux import timing
-from cubemux.errors import EventError
+from cubemux.errors import ConfigError, EventError
 
 PART_MODES = ("batch_time", "event_time", "date_field", "current_time")
 
@@ -53,16 +53,16 @@ class Naming:
     """
 
     def __init__(self, job, zone):
-        self.mode = getattr(job, "part_mode", "batch_time")
-        self.part_field = getattr(job, "part_field", None)
+        self.mode = job.part_mode
+        self.part_field = job.part_field
         self.dateformat = job.dateformat
         self.zone = zone
         self.format = None
-        self.unit = getattr(job, "period", None)
+        self.unit = job.period
         if self.dateformat:
             try:
                 self.format = timing.SuffixFormat(self.dateformat)
-            except Exception:
+            except ConfigError:
                 # batch_time accepts any to_char format; only the others need
                 # a format that cubemux can compute itself.
                 if self.mode != "batch_time":

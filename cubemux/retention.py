@@ -23,9 +23,9 @@ _UNIT_DAYS = {"hour": None, "day": 1, "week": 7}
 def cutoff(now, period, zone):
     """Return the local naive time before which whole partitions expire.
 
-    PERIOD is (count, unit) with unit hour, day, week, month or year.
+    PERIOD has a count and a unit: hour, day, week, month or year.
     """
-    count, unit = period
+    count, unit = period.count, period.unit
     local = now.astimezone(zone).replace(tzinfo=None)
     unit = unit.rstrip("s")
     if unit == "hour":

@@ -44,11 +44,9 @@ class Router:
         self.fields = FieldMap(job)
         self.naming = Naming(job, zone)
         self.partitioner = partitioner
-        self.retention_period = getattr(job, "retention_period", None)
-        self.ignore_old = bool(getattr(job, "ignore_old_events", False)
-                               and self.retention_period)
-        templates = (job.part_template, getattr(job, "pre_part", ""),
-                     getattr(job, "post_part", ""))
+        self.retention_period = job.retention_period
+        self.ignore_old = bool(job.ignore_old_events and self.retention_period)
+        templates = (job.part_template, job.pre_part, job.post_part)
         self.need_bounds = self.ignore_old or any(uses_bounds(t) for t in templates)
         self.parents = set()
         self._names = {}

@@ -79,7 +79,7 @@ class SuffixFormat:
                 raise ConfigError(
                     "%s = %r: to_char field starting at %r is not supported for "
                     "partition times computed by cubemux; use YYYY, YY, Q, MM, DD, "
-                    "DDD, HH24, HH12, MI and SS, or part_mode = batch_time"
+                    "DDD, HH24, HH12, HH, MI and SS, or part_mode = batch_time"
                     % (place, dateformat, token))
             else:
                 self.parts.append(("text", token))

@@ -58,14 +58,14 @@ class Worker:
         self.ddl = Connection(job.dst_db, "destination", job.connection_lifetime)
         self.partitioner = Partitioner(
             self.ddl, job.part_template, job.job_name,
-            pre_part=getattr(job, "pre_part", ""),
-            post_part=getattr(job, "post_part", ""), main=self.dst)
+            pre_part=job.pre_part,
+            post_part=job.post_part, main=self.dst)
         self.timezone = None
         self.figures_read_at = None
         self.lock_holder = None
         self._waiting = False
         self.router = None
-        self.on_truncate = getattr(job, "on_truncate", "error")
+        self.on_truncate = job.on_truncate
         self.retention_due = None
         self.retention_handled = 0
 
@@ -259,7 +259,7 @@ class Worker:
 
     def enforce_retention(self):
         """Drop or detach expired partitions of the parents this worker has written."""
-        period = getattr(self.job, "retention_period", None)
+        period = self.job.retention_period
         if not period or self.router is None or not self.job.dateformat:
             return 0
         now = time.monotonic()
@@ -269,7 +269,7 @@ class Worker:
         naming = self.router.naming
         limit = retention.cutoff(datetime.datetime.now(datetime.timezone.utc), period,
                                  naming.zone)
-        action = getattr(self.job, "retention_action", "drop")
+        action = self.job.retention_action
         handled = 0
         for schema, parent in sorted(self.router.parents):
             handled += retention.enforce(self.ddl.get(), schema, parent, naming.format,
