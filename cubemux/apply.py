@@ -39,6 +39,8 @@ class Counts:
     inserted: dict = dataclasses.field(default_factory=dict)
     deleted: dict = dataclasses.field(default_factory=dict)
     partitions_created: int = 0
+    columns_added: int = 0
+    values_dropped: int = 0
 
     def add_rows(self, field, table, count):
         bucket = getattr(self, field)
@@ -76,6 +78,9 @@ class _Target:
         self.columns = columns
         self.buffers = {}
         self.stage = None
+        # Column sets whose unknown columns on_new_column = ignore drops:
+        # {columns: (indexes kept, columns kept)}.
+        self.reshape = {}
 
     @property
     def parent_label(self):
@@ -88,10 +93,11 @@ class _Target:
 class BatchWriter:
     """Collects a batch's events and writes them in the destination transaction."""
 
-    def __init__(self, conn, mode, partitioner):
+    def __init__(self, conn, mode, partitioner, on_new_column="error"):
         self.conn = conn
         self.mode = mode
         self.partitioner = partitioner
+        self.on_new_column = on_new_column
         self.targets = {}
         self.buffered = 0
         self.counts = Counts()
@@ -103,6 +109,8 @@ class BatchWriter:
         target = self.targets.get((event.schema, suffix_name))
         if target is None:
             target = self._target(event, suffix_name)
+        if target.reshape:
+            self._reshape(event, target)
         buffer = target.buffers.get(event.columns)
         if buffer is None or event.op == "D" or event.pkeys != target.pkeys:
             buffer = self._check_event(event, target)
@@ -153,11 +161,8 @@ class BatchWriter:
         if buffer is None:
             missing = [name for name in event.columns if name not in target.columns]
             if missing:
-                raise EventError(
-                    "column %s does not exist in %s.%s: add it to the parent "
-                    "table and its partitions"
-                    % (", ".join(missing), target.schema, target.name),
-                    event.ev_id, label)
+                self._new_columns(event, target, missing)
+                buffer = target.buffers.get(event.columns)
         if self.mode == "keep_latest":
             if event.pkeys != target.pkeys:
                 self._check_keys(event, target)
@@ -170,6 +175,80 @@ class BatchWriter:
             buffer = _Buffer(event.columns, len(target.buffers))
             target.buffers[event.columns] = buffer
         return buffer
+
+    def _new_columns(self, event, target, missing):
+        """Handle columns that the target lacks, as on_new_column says."""
+        label = target.parent_label
+        if self.on_new_column == "ignore":
+            kept = [index for index, name in enumerate(event.columns)
+                    if name not in missing]
+            target.reshape[event.columns] = (
+                kept, tuple(event.columns[index] for index in kept))
+            log.warning("dropping values of column %s of %s: the destination lacks "
+                        "it (on_new_column = ignore)", ", ".join(missing), label)
+            self._reshape(event, target)
+            return
+        if self.on_new_column != "add":
+            raise EventError(
+                "column %s does not exist in %s.%s: add it to the parent table and "
+                "its partitions, or set on_new_column = add or ignore"
+                % (", ".join(missing), target.schema, target.name),
+                event.ev_id, label)
+        self._add_columns(target, missing)
+
+    def _reshape(self, event, target):
+        plan = target.reshape.get(event.columns)
+        if plan is not None:
+            indexes, columns = plan
+            values = event.values
+            self.counts.values_dropped += len(values) - len(indexes)
+            event.values = [values[index] for index in indexes]
+            event.columns = columns
+
+    def _add_columns(self, target, missing):
+        """Add MISSING as text columns to the parent, the partition and the stage.
+
+        The statements run in the batch's transaction, so a batch that rolls
+        back takes the columns back too.
+        """
+        tables = [sql.Identifier(target.schema, target.parent)]
+        if target.name != target.parent:
+            tables.append(target.identifier())
+        if target.stage is not None:
+            tables.append(target.stage)
+        with self.conn.cursor() as cur:
+            for column in missing:
+                for table in tables:
+                    cur.execute(sql.SQL(
+                        "alter table {} add column if not exists {} text").format(
+                            table, sql.Identifier(column)))
+                log.info("added column %s to %s (on_new_column = add)", column,
+                         target.parent_label)
+                self.counts.columns_added += 1
+        target.columns = target.columns | frozenset(missing)
+
+    def truncate(self, event, name):
+        """Empty the partition NAME for a truncate event, keeping later events.
+
+        Rows buffered or copied earlier in the batch are dropped with it.
+        """
+        target = self.targets.get((event.schema, name))
+        if target is not None:
+            for buffer in target.buffers.values():
+                buffer.take()
+            tables = [target.identifier()]
+            if target.stage is not None:
+                tables.append(target.stage)
+        else:
+            with self.conn.cursor() as cur:
+                cur.execute("select to_regclass(%s) is not null",
+                            (sql.Identifier(event.schema, name).as_string(self.conn),))
+                if not cur.fetchone()[0]:
+                    return
+            tables = [sql.Identifier(event.schema, name)]
+        with self.conn.cursor() as cur:
+            for table in tables:
+                cur.execute(sql.SQL("truncate only {}").format(table))
 
     def _check_keys(self, event, target):
         if not event.pkeys:

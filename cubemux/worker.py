@@ -214,7 +214,8 @@ class Worker:
                      batch.batch_id, batch.tick_id)
             return None
 
-        writer = BatchWriter(dst, job.mode, self.partitioner)
+        writer = BatchWriter(dst, job.mode, self.partitioner,
+                             on_new_column=job.on_new_column)
         router = self.router
         router.start_batch(batch)
         seen = 0
