@@ -164,10 +164,13 @@ class Partitioner:
             created = self._create(conn, schema, parent, partition, pkeys, ev_id)
         except psycopg2.errors.DuplicateTable:
             created = False
-            with conn.cursor() as cur:
-                cur.execute("rollback to savepoint cubemux_partition")
+            _rollback_to(conn, "cubemux_partition")
         except psycopg2.Error as error:
+            _rollback_to(conn, "cubemux_partition")
             raise _template_failed(schema, parent, partition, error) from error
+        except BaseException:
+            _rollback_to(conn, "cubemux_partition")
+            raise
         with conn.cursor() as cur:
             cur.execute("release savepoint cubemux_partition")
         return created
@@ -191,6 +194,13 @@ class Partitioner:
                     cur.execute(render_template(template, schema, parent, partition,
                                                 pkeys, period))
         return True
+
+
+def _rollback_to(conn, savepoint):
+    """Undo the work since SAVEPOINT, keeping the batch's transaction usable."""
+    with conn.cursor() as cur:
+        cur.execute(sql.SQL("rollback to savepoint {}").format(sql.Identifier(savepoint)))
+        cur.execute(sql.SQL("release savepoint {}").format(sql.Identifier(savepoint)))
 
 
 def _template_failed(schema, parent, partition, error):
