@@ -6,9 +6,9 @@ and an INSERT for every I and U event, in keep_all only the INSERT. It sent
 the statements in blocks of about a hundred per round trip. This class does
 the same, so the benchmark can compare cubemux with it on the same batch.
 
-It reads the batch through the same cursor as cubemux's worker and decodes
-with the same code, so the comparison measures the apply alone. (The
-original read the whole batch into memory first.) Building SQL from quoted
+It reads the batch through a cursor, in ev_id order, and decodes with the
+same code as cubemux's worker, so the comparison measures the apply alone.
+(The original read the whole batch into memory first.) Building SQL from quoted
 literals is deliberate here: it is the method under comparison.
 """
 
@@ -64,8 +64,9 @@ class ReferenceConsumer:
 
         events = 0
         cur = self.dst.cursor()
+        # One statement after another is right only in ev_id order.
         for ev_id, _time, ev_type, ev_data, extra1, extra2 in pgq.iter_events(
-                self.src, batch.batch_id):
+                self.src, batch.batch_id, ordered=True):
             event = decode_event(ev_id, ev_type, ev_data, extra1, extra2)
             table = self._partition(cur, event, batch.suffix)
             self._add_statements(table, event)

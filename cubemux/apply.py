@@ -9,7 +9,6 @@ equal applying the events one at a time in ev_id order.
 """
 
 import dataclasses
-import io
 import logging
 
 import psycopg2
@@ -20,10 +19,13 @@ from cubemux.errors import EventError
 
 log = logging.getLogger(__name__)
 
-FLUSH_BYTES = 4 * 1024 * 1024
+# Buffered events per batch before they are sent. Events stay decoded until
+# COPY encodes them, so memory grows with this number times the row size.
+FLUSH_EVENTS = 5000
 
-# Characters that psycopg2 reads from the COPY text per call.
-COPY_READ_SIZE = 1024 * 1024
+# Rows that one read() of the COPY input encodes. psycopg2 sends each read
+# before it calls the next, so the server parses them while the next encode.
+ROWS_PER_READ = 256
 
 # Extra columns of a keep_latest stage table.
 EV_ID_COLUMN = "cubemux_ev_id"
@@ -48,23 +50,44 @@ class Counts:
 
 
 class _Buffer:
-    """Rows of one column set waiting for COPY, and the event id of each row."""
+    """Events of one column set waiting for COPY."""
 
-    __slots__ = ("columns", "colset", "lines", "ev_ids")
+    __slots__ = ("columns", "colset", "events")
 
     def __init__(self, columns, colset):
         self.columns = columns
         self.colset = colset
-        self.lines = []
-        self.ev_ids = []
+        self.events = []
 
     def take(self):
-        """Return (COPY text, event ids) of the buffered rows and empty the buffer."""
-        text = "".join(self.lines)
-        ev_ids = self.ev_ids
-        self.lines = []
-        self.ev_ids = []
-        return text, ev_ids
+        """Return the buffered events and empty the buffer."""
+        events = self.events
+        self.events = []
+        return events
+
+
+class _CopyInput:
+    """COPY input that encodes buffered events as psycopg2 reads it.
+
+    Under keep_latest each row ends with its ev_id, operation and column set.
+    """
+
+    def __init__(self, events, colset=None):
+        self.events = events
+        self.colset = colset
+        self.position = 0
+
+    def read(self, size):
+        start = self.position
+        self.position = start + ROWS_PER_READ
+        chunk = self.events[start:self.position]
+        encode = copytext.encode_fields
+        if self.colset is None:
+            return "".join([encode(event.values) + "\n" for event in chunk])
+        colset = self.colset
+        return "".join(["%s\t%d\t%s\t%d\n" % (encode(event.values), event.ev_id,
+                                                 event.op, colset)
+                        for event in chunk])
 
 
 class _Target:
@@ -115,16 +138,9 @@ class BatchWriter:
         if buffer is None or event.op == "D" or event.pkeys != target.pkeys:
             buffer = self._check_event(event, target)
 
-        fields = copytext.encode_fields(event.values)
-        if self.mode == "keep_all":
-            line = fields + "\n"
-        else:
-            line = "%s\t%d\t%s\t%d\n" % (fields, event.ev_id, event.op, buffer.colset)
-        buffer.lines.append(line)
-        buffer.ev_ids.append(event.ev_id)
-
-        self.buffered += len(line)
-        if self.buffered >= FLUSH_BYTES:
+        buffer.events.append(event)
+        self.buffered += 1
+        if self.buffered >= FLUSH_EVENTS:
             self.flush()
 
     def _target(self, event, name):
@@ -294,7 +310,7 @@ class BatchWriter:
         """Send every buffered row with COPY."""
         for target in self.targets.values():
             for buffer in target.buffers.values():
-                if buffer.ev_ids:
+                if buffer.events:
                     self._copy(target, buffer)
         self.buffered = 0
 
@@ -308,23 +324,26 @@ class BatchWriter:
                         sql.Identifier(COLSET_COLUMN)]
         statement = sql.SQL("copy {} ({}) from stdin").format(
             into, sql.SQL(", ").join(columns))
-        text, ev_ids = buffer.take()
+        events = buffer.take()
+        if self.mode == "keep_all":
+            source = _CopyInput(events)
+        else:
+            source = _CopyInput(events, buffer.colset)
         try:
             with self.conn.cursor() as cur:
-                cur.copy_expert(statement.as_string(self.conn), io.StringIO(text),
-                                size=COPY_READ_SIZE)
+                cur.copy_expert(statement.as_string(self.conn), source)
         except (psycopg2.DataError, psycopg2.IntegrityError) as error:
-            raise self._row_error(error, target, ev_ids) from error
+            raise self._row_error(error, target, events) from error
 
         if self.mode == "keep_all":
-            self.counts.add_rows("inserted", target.parent_label, len(ev_ids))
+            self.counts.add_rows("inserted", target.parent_label, len(events))
 
-    def _row_error(self, error, target, ev_ids):
+    def _row_error(self, error, target, events):
         diag = error.diag
         line = copytext.failed_line(diag.context)
         ev_id = None
-        if line is not None and 0 < line <= len(ev_ids):
-            ev_id = ev_ids[line - 1]
+        if line is not None and 0 < line <= len(events):
+            ev_id = events[line - 1].ev_id
         message = (diag.message_primary or str(error)).strip()
         return EventError("the destination rejected the row: %s" % message,
                           ev_id, target.parent_label)

@@ -10,6 +10,9 @@ log = logging.getLogger(__name__)
 CURSOR_NAME = "cubemux_batch"
 FETCH_SIZE = 2000
 
+# pgq.batch_event_sql (pgq 3.x) ends the query it builds with this clause.
+_ORDER_BY_EV_ID = " order by 1"
+
 
 @dataclasses.dataclass(frozen=True)
 class Batch:
@@ -59,25 +62,34 @@ def next_batch(conn, queue, consumer, dateformat):
     return Batch(*row)
 
 
-def iter_events(conn, batch_id, fetch_size=FETCH_SIZE):
-    """Yield the batch's events in ev_id order, streamed through a cursor.
+def iter_events(conn, batch_id, fetch_size=FETCH_SIZE, ordered=False):
+    """Yield the batch's events, streamed through a cursor.
 
     Each item is (ev_id, ev_time, ev_type, ev_data, ev_extra1, ev_extra2).
-    The cursor lives in the current transaction, so nothing may commit on
-    CONN until the iteration ends.
+    With ORDERED the events come in ev_id order, as pgq.get_batch_cursor
+    returns them. Otherwise they come in the order the server reads them,
+    which spares the server a sort of the whole batch (on disk for a large
+    batch). The set-based apply needs no order, because it orders the
+    versions of a key by ev_id itself. The cursor lives in the current
+    transaction, so nothing may commit on CONN until the iteration ends.
     """
     with conn.cursor() as cur:
-        cur.execute("select * from pgq.get_batch_cursor(%s, %s, %s)",
-                    (batch_id, CURSOR_NAME, fetch_size))
+        cur.execute("select pgq.batch_event_sql(%s)", (batch_id,))
+        query = cur.fetchone()[0]
+        if not ordered and query.endswith(_ORDER_BY_EV_ID):
+            query = query[:-len(_ORDER_BY_EV_ID)]
+        cur.execute(sql.SQL(
+            "declare {} no scroll cursor for select ev_id, ev_time, ev_type,"
+            " ev_data, ev_extra1, ev_extra2 from ({}) e").format(
+                sql.Identifier(CURSOR_NAME), sql.SQL(query)))
         fetch = sql.SQL("fetch {} from {}").format(
             sql.Literal(fetch_size), sql.Identifier(CURSOR_NAME))
         while True:
+            cur.execute(fetch)
             rows = cur.fetchall()
-            for row in rows:
-                yield row[0], row[1], row[4], row[5], row[6], row[7]
+            yield from rows
             if len(rows) < fetch_size:
                 break
-            cur.execute(fetch)
         cur.execute(sql.SQL("close {}").format(sql.Identifier(CURSOR_NAME)))
 
 
