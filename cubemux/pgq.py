@@ -2,7 +2,10 @@
 
 import dataclasses
 import logging
+import queue
+import threading
 
+import psycopg2.extensions
 from psycopg2 import sql
 
 log = logging.getLogger(__name__)
@@ -70,8 +73,12 @@ def iter_events(conn, batch_id, fetch_size=FETCH_SIZE, ordered=False):
     returns them. Otherwise they come in the order the server reads them,
     which spares the server a sort of the whole batch (on disk for a large
     batch). The set-based apply needs no order, because it orders the
-    versions of a key by ev_id itself. The cursor lives in the current
-    transaction, so nothing may commit on CONN until the iteration ends.
+    versions of a key by ev_id itself.
+
+    A thread of its own fetches the next chunk while the caller works on
+    the current one. The cursor lives in the current transaction, so
+    nothing may use CONN until the iteration ends or the generator is
+    closed.
     """
     with conn.cursor() as cur:
         cur.execute("select pgq.batch_event_sql(%s)", (batch_id,))
@@ -82,15 +89,74 @@ def iter_events(conn, batch_id, fetch_size=FETCH_SIZE, ordered=False):
             "declare {} no scroll cursor for select ev_id, ev_time, ev_type,"
             " ev_data, ev_extra1, ev_extra2 from ({}) e").format(
                 sql.Identifier(CURSOR_NAME), sql.SQL(query)))
-        fetch = sql.SQL("fetch {} from {}").format(
-            sql.Literal(fetch_size), sql.Identifier(CURSOR_NAME))
+
+    fetcher = _Fetcher(conn, fetch_size)
+    try:
+        fetcher.request()
         while True:
-            cur.execute(fetch)
-            rows = cur.fetchall()
+            rows = fetcher.result()
+            more = len(rows) == fetch_size
+            if more:
+                fetcher.request()
             yield from rows
-            if len(rows) < fetch_size:
+            if not more:
                 break
+    finally:
+        fetcher.stop()
+    with conn.cursor() as cur:
         cur.execute(sql.SQL("close {}").format(sql.Identifier(CURSOR_NAME)))
+
+
+class _Fetcher:
+    """Runs FETCH on the batch's cursor in a thread, one chunk per request.
+
+    psycopg2 holds the connection's lock for the whole FETCH, so a rollback
+    from the caller's thread waits until the FETCH is over.
+    """
+
+    def __init__(self, conn, fetch_size):
+        self.conn = conn
+        self.statement = sql.SQL("fetch {} from {}").format(
+            sql.Literal(fetch_size), sql.Identifier(CURSOR_NAME)).as_string(conn)
+        self.requests = queue.SimpleQueue()
+        self.results = queue.SimpleQueue()
+        self.thread = threading.Thread(target=self._run, daemon=True,
+                                       name="cubemux-fetch")
+        self.thread.start()
+
+    def request(self):
+        self.requests.put(True)
+
+    def stop(self):
+        self.requests.put(False)
+
+    def result(self):
+        """Return the rows of the oldest request, or raise its error."""
+        rows = self.results.get()
+        if isinstance(rows, BaseException):
+            raise rows
+        return rows
+
+    def _run(self):
+        cur = self.conn.cursor()
+        while self.requests.get():
+            # A caller that failed has rolled back or closed the connection.
+            # A FETCH now would fail in a new transaction and leave that
+            # transaction aborted, so the thread ends instead.
+            # NOTE: the check and the FETCH are not atomic, so a rollback in
+            # between still lets that FETCH fail. A caller that closes the
+            # generator before it rolls back is safe.
+            if (self.conn.closed or self.conn.info.transaction_status
+                    != psycopg2.extensions.TRANSACTION_STATUS_INTRANS):
+                self.results.put(RuntimeError(
+                    "the transaction of the batch ended while its events were read"))
+                return
+            try:
+                cur.execute(self.statement)
+                self.results.put(cur.fetchall())
+            except BaseException as error:  # handed to the caller's thread
+                self.results.put(error)
+                return
 
 
 def finish_batch(conn, batch_id):
