@@ -43,6 +43,8 @@ class Counts:
     partitions_created: int = 0
     columns_added: int = 0
     values_dropped: int = 0
+    dead_letters: int = 0
+    events_skipped: int = 0
 
     def add_rows(self, field, table, count):
         bucket = getattr(self, field)
@@ -116,11 +118,15 @@ class _Target:
 class BatchWriter:
     """Collects a batch's events and writes them in the destination transaction."""
 
-    def __init__(self, conn, mode, partitioner, on_new_column="error"):
+    def __init__(self, conn, mode, partitioner, on_new_column="error",
+                 on_error="stop"):
         self.conn = conn
         self.mode = mode
         self.partitioner = partitioner
         self.on_new_column = on_new_column
+        self.on_error = on_error
+        # Events that on_error = deadletter sets aside: {ev_id: reason}.
+        self.dead = {}
         self.targets = {}
         self.buffered = 0
         self.counts = Counts()
@@ -325,18 +331,46 @@ class BatchWriter:
         statement = sql.SQL("copy {} ({}) from stdin").format(
             into, sql.SQL(", ").join(columns))
         events = buffer.take()
-        if self.mode == "keep_all":
-            source = _CopyInput(events)
+        colset = None if self.mode == "keep_all" else buffer.colset
+        if self.on_error == "deadletter":
+            events = self._copy_setting_aside(statement, events, colset, target)
         else:
-            source = _CopyInput(events, buffer.colset)
-        try:
-            with self.conn.cursor() as cur:
-                cur.copy_expert(statement.as_string(self.conn), source)
-        except (psycopg2.DataError, psycopg2.IntegrityError) as error:
-            raise self._row_error(error, target, events) from error
+            try:
+                with self.conn.cursor() as cur:
+                    cur.copy_expert(statement.as_string(self.conn),
+                                    _CopyInput(events, colset))
+            except (psycopg2.DataError, psycopg2.IntegrityError) as error:
+                raise self._row_error(error, target, events) from error
 
         if self.mode == "keep_all":
             self.counts.add_rows("inserted", target.parent_label, len(events))
+
+    def _copy_setting_aside(self, statement, events, colset, target):
+        """COPY EVENTS, setting aside each row that the destination rejects.
+
+        Return the events that were copied.
+        """
+        while events:
+            try:
+                with _savepoint(self.conn), self.conn.cursor() as cur:
+                    cur.copy_expert(statement.as_string(self.conn),
+                                    _CopyInput(events, colset))
+                return events
+            except (psycopg2.DataError, psycopg2.IntegrityError) as error:
+                rejected = str(self._row_error(error, target, events))
+                line = copytext.failed_line(error.diag.context)
+                if line is None or not 0 < line <= len(events):
+                    for event in events:
+                        self.set_aside(event.ev_id, rejected)
+                    return []
+                self.set_aside(events[line - 1].ev_id, rejected)
+                events = events[:line - 1] + events[line:]
+        return events
+
+    def set_aside(self, ev_id, reason):
+        """Record a bad event for the dead-letter table."""
+        self.dead[ev_id] = reason
+        self.counts.dead_letters = len(self.dead)
 
     def _row_error(self, error, target, events):
         diag = error.diag
@@ -377,11 +411,70 @@ class BatchWriter:
                     ev_id=sql.Identifier(EV_ID_COLUMN))
             for buffer in target.buffers.values():
                 columns = sql.SQL(", ").join(sql.Identifier(c) for c in buffer.columns)
-                cur.execute(sql.SQL(
+                insert = sql.SQL(
                     "insert into {table} ({columns}) select {columns} from {latest}"
                     " where l.{op} <> 'D' and l.{colset} = %s").format(
                         table=table, columns=columns, latest=latest,
                         op=sql.Identifier(OP_COLUMN),
-                        colset=sql.Identifier(COLSET_COLUMN)),
-                    (buffer.colset,))
-                self.counts.add_rows("inserted", target.parent_label, cur.rowcount)
+                        colset=sql.Identifier(COLSET_COLUMN))
+                if self.on_error == "deadletter":
+                    inserted = self._insert_setting_aside(target, insert, latest,
+                                                          columns, buffer)
+                else:
+                    cur.execute(insert, (buffer.colset,))
+                    inserted = cur.rowcount
+                self.counts.add_rows("inserted", target.parent_label, inserted)
+
+    def _insert_setting_aside(self, target, insert, latest, columns, buffer):
+        """Run INSERT. If the partition rejects a row, insert row by row instead."""
+        try:
+            with _savepoint(self.conn), self.conn.cursor() as cur:
+                cur.execute(insert, (buffer.colset,))
+                return cur.rowcount
+        except (psycopg2.DataError, psycopg2.IntegrityError):
+            log.info("the partition %s.%s rejected a row: inserting one row at a "
+                     "time to set the bad ones aside", target.schema, target.name)
+        ev_id = sql.Identifier(EV_ID_COLUMN)
+        with self.conn.cursor() as cur:
+            cur.execute(sql.SQL(
+                "select l.{ev_id} from {latest} where l.{op} <> 'D'"
+                " and l.{colset} = %s order by 1").format(
+                    ev_id=ev_id, latest=latest, op=sql.Identifier(OP_COLUMN),
+                    colset=sql.Identifier(COLSET_COLUMN)), (buffer.colset,))
+            ev_ids = [row[0] for row in cur.fetchall()]
+        single = sql.SQL(
+            "insert into {table} ({columns}) select {columns} from {stage}"
+            " where {ev_id} = %s").format(
+                table=target.identifier(), columns=columns, stage=target.stage,
+                ev_id=ev_id)
+        inserted = 0
+        for row_ev_id in ev_ids:
+            try:
+                with _savepoint(self.conn), self.conn.cursor() as cur:
+                    cur.execute(single, (row_ev_id,))
+                inserted += 1
+            except (psycopg2.DataError, psycopg2.IntegrityError) as error:
+                message = (error.diag.message_primary or str(error)).strip()
+                self.set_aside(row_ev_id, "event %d, table %s: the destination "
+                               "rejected the row: %s"
+                               % (row_ev_id, target.parent_label, message))
+        return inserted
+
+
+class _savepoint:
+    """A savepoint around a block: released on success, rolled back on error."""
+
+    def __init__(self, conn):
+        self.conn = conn
+
+    def __enter__(self):
+        with self.conn.cursor() as cur:
+            cur.execute("savepoint cubemux_rows")
+        return self
+
+    def __exit__(self, kind, error, trace):
+        with self.conn.cursor() as cur:
+            if kind is not None:
+                cur.execute("rollback to savepoint cubemux_rows")
+            cur.execute("release savepoint cubemux_rows")
+        return False

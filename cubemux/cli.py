@@ -6,7 +6,7 @@ import sys
 
 import psycopg2
 
-from cubemux import __version__, config, logsetup, service
+from cubemux import __version__, config, deadletter_commands, logsetup, service
 from cubemux.errors import EXIT_CONFIG, EXIT_CRASH, EXIT_OK, EXIT_USAGE, ConfigError
 
 log = logging.getLogger(__name__)
@@ -96,6 +96,7 @@ def build_parser():
     _add_verbosity(reset)
 
     service.add_control_commands(commands, _add_verbosity)
+    deadletter_commands.add_commands(commands, _add_verbosity)
     return parser
 
 
@@ -240,6 +241,8 @@ COMMANDS = {
     "kill": service.cmd_signal,
     "status": service.cmd_status,
     "restart": service.cmd_restart,
+    "deadletter": deadletter_commands.cmd_deadletter,
+    "replay": deadletter_commands.cmd_replay,
 }
 
 if __name__ == "__main__":

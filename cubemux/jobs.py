@@ -15,6 +15,10 @@ log = logging.getLogger(__name__)
 # seconds, starts the backoff again from 1 s when it exits.
 HEALTHY_AFTER = 30.0
 
+# Counts that a batch report carries, summed per job across worker restarts.
+BATCH_COUNTERS = ("partitions_created", "events_skipped", "dead_letters",
+                  "columns_added", "values_dropped")
+
 
 @dataclasses.dataclass(frozen=True)
 class JobStatus:
@@ -97,7 +101,8 @@ class JobSlot:
         self.batch_open_since = None
         self.standby = False
         self.totals = {"batches": 0, "events": {}, "inserted": {}, "deleted": {},
-                       "skipped": 0, "partitions_created": 0}
+                       "skipped": 0, "partitions_retired": {},
+                       **dict.fromkeys(BATCH_COUNTERS, 0)}
         self.batch_durations = metrics.DurationHistogram()
         self.errors = {}
         self.queue_figures = None
@@ -204,13 +209,19 @@ class JobSlot:
             self.standby = bool(message.get("waiting"))
         elif kind == "batch":
             self.count_batch(message)
+        elif kind == "retention":
+            retired = self.totals["partitions_retired"]
+            action = message.get("action")
+            if action in ("drop", "detach"):
+                retired[action] = retired.get(action, 0) + (message.get("count") or 0)
 
     def count_batch(self, message):
         self.batch_open_since = None
         self.last_batch_time = message.get("time")
         self.totals["batches"] += 1
         self.totals["skipped"] += 1 if message.get("skipped") else 0
-        self.totals["partitions_created"] += message.get("partitions_created") or 0
+        for name in BATCH_COUNTERS:
+            self.totals[name] += message.get(name) or 0
         self.batch_durations.observe(message.get("seconds") or 0.0)
         for field in ("events", "inserted", "deleted"):
             bucket = self.totals[field]

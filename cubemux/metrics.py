@@ -164,6 +164,16 @@ def _new_families():
         ("cubemux_rows_deleted", "Rows deleted from the partitions of a "
          "parent table.", ["table"]),
         ("cubemux_partitions_created", "Partitions created from part_template.", []),
+        ("cubemux_partitions_retired", "Expired partitions that retention_period "
+         "dropped or detached, by action.", ["action"]),
+        ("cubemux_events_skipped", "Events not applied because of event_types or "
+         "ignore_old_events, or ignored truncate events.", []),
+        ("cubemux_dead_letters", "Bad events stored in cubemux.deadletter "
+         "(on_error = deadletter).", []),
+        ("cubemux_columns_added", "Columns added to destination tables "
+         "(on_new_column = add).", []),
+        ("cubemux_values_dropped", "Values of columns the destination lacks, "
+         "dropped (on_new_column = ignore).", []),
         ("cubemux_worker_restarts", "Restarts of the job's worker after it "
          "exited unexpectedly.", []),
         ("cubemux_errors", "Errors, by kind: " + ", ".join(ERROR_KINDS) + ".",
@@ -213,6 +223,11 @@ def _add_counters(families, label, job):
         families["cubemux_rows_deleted"].add_metric([label, table], count)
     families["cubemux_partitions_created"].add_metric(
         [label], totals["partitions_created"])
+    for action in ("drop", "detach"):
+        families["cubemux_partitions_retired"].add_metric(
+            [label, action], totals["partitions_retired"].get(action, 0))
+    for name in ("events_skipped", "dead_letters", "columns_added", "values_dropped"):
+        families["cubemux_" + name].add_metric([label], totals[name])
     families["cubemux_worker_restarts"].add_metric([label], job.restarts)
     for kind in ERROR_KINDS:
         families["cubemux_errors"].add_metric([label, kind], job.errors.get(kind, 0))

@@ -118,6 +118,9 @@ class PipeReporter(Reporter):
     def standby(self, waiting):
         self.send("standby", waiting=waiting)
 
+    def retention(self, action, count):
+        self.send("retention", action=action, count=count)
+
     def batch_done(self, batch, counts, seconds):
         self.batch_open_since = None
         fields = {"batch_id": batch.batch_id, "tick_id": batch.tick_id,
@@ -125,7 +128,11 @@ class PipeReporter(Reporter):
         if counts is not None:
             fields.update(events=counts.events, inserted=counts.inserted,
                           deleted=counts.deleted,
-                          partitions_created=counts.partitions_created)
+                          partitions_created=counts.partitions_created,
+                          events_skipped=counts.events_skipped,
+                          dead_letters=counts.dead_letters,
+                          columns_added=counts.columns_added,
+                          values_dropped=counts.values_dropped)
         self.send("batch", **fields)
 
 

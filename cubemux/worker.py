@@ -7,10 +7,10 @@ import time
 
 import psycopg2
 
-from cubemux import pgq, retention, tracking
+from cubemux import deadletter, pgq, retention, tracking
 from cubemux.apply import BatchWriter
 from cubemux.db import Connection, mask_dsn, mask_text
-from cubemux.errors import ConfigError
+from cubemux.errors import ConfigError, EventError, PartitionError
 from cubemux.events import decode_event
 from cubemux.partitions import Partitioner
 from cubemux.routing import Router, partition_zone
@@ -39,6 +39,9 @@ class Reporter:
         pass
 
     def standby(self, waiting):
+        pass
+
+    def retention(self, action, count):
         pass
 
     def batch_done(self, batch, counts, seconds):
@@ -92,6 +95,8 @@ class Worker:
         if not tracking.schema_installed(dst):
             tracking.install_schema(dst)
             log.info("installed the pgq_ext tracking schema in %s", mask_dsn(job.dst_db))
+        if job.on_error == "deadletter":
+            deadletter.install(dst)
 
         if pgq.register(src, job.pgq_queue_name, job.pgq_consumer_id):
             # A new registration starts at the queue's latest tick, so an old
@@ -215,23 +220,34 @@ class Worker:
             return None
 
         writer = BatchWriter(dst, job.mode, self.partitioner,
-                             on_new_column=job.on_new_column)
+                             on_new_column=job.on_new_column, on_error=job.on_error)
         router = self.router
         router.start_batch(batch)
         seen = 0
+        # A truncate must land between the events around it, so it needs the
+        # batch in ev_id order. Otherwise the server may skip sorting it.
+        ordered = self.on_truncate == "truncate"
         for ev_id, ev_time, ev_type, ev_data, extra1, extra2 in pgq.iter_events(
-                src, batch.batch_id):
+                src, batch.batch_id, ordered=ordered):
             seen += 1
             if seen % BEAT_EVERY_EVENTS == 0:
                 self.reporter.beat(batch_id=batch.batch_id)
-            if ev_type == TRUNCATE_TYPE and self.on_truncate != "error":
-                self._truncate(writer, router, ev_id, ev_time, extra1)
-                continue
-            event = decode_event(ev_id, ev_type, ev_data, extra1, extra2)
-            name = router.route(event, ev_time)
-            if name is not None:
-                writer.add(event, name)
+            try:
+                if ev_type == TRUNCATE_TYPE and self.on_truncate != "error":
+                    self._truncate(writer, router, ev_id, ev_time, extra1)
+                    continue
+                event = decode_event(ev_id, ev_type, ev_data, extra1, extra2)
+                name = router.route(event, ev_time)
+                if name is not None:
+                    writer.add(event, name)
+            except (EventError, PartitionError) as error:
+                if job.on_error != "deadletter":
+                    raise
+                writer.set_aside(ev_id, describe_error(error, job))
         counts = writer.finish()
+        if writer.dead:
+            events = deadletter.fetch_events(src, batch.batch_id, writer.dead)
+            deadletter.store(dst, job, batch, events, writer.dead)
 
         tracking.set_last_tick(dst, job.pgq_consumer_id, batch.tick_id)
         dst.commit()
@@ -240,6 +256,7 @@ class Worker:
                  "%d deleted, %d events skipped", batch.batch_id, batch.prev_tick_id,
                  batch.tick_id, events, sum(counts.inserted.values()),
                  sum(counts.deleted.values()), router.skipped)
+        counts.events_skipped = router.skipped
         if counts.partitions_created:
             self.retention_due = 0.0
         return counts
@@ -276,6 +293,8 @@ class Worker:
             handled += retention.enforce(self.ddl.get(), schema, parent, naming.format,
                                          naming.unit, limit, action, self.job.job_name)
         self.retention_handled += handled
+        if handled:
+            self.reporter.retention(action, handled)
         return handled
 
 

@@ -398,7 +398,7 @@ def test_collector_labels_omit_connection_strings(tmp_path):
     text, samples = collect(slot)
     assert PASSWORD not in text
     assert "dbname" not in text
-    allowed = {"job", "op", "table", "state", "kind", "queue", "le"}
+    allowed = {"job", "op", "table", "state", "kind", "queue", "action", "le"}
     for _name, labels in samples:
         assert {key for key, _value in labels} <= allowed
 

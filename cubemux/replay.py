@@ -1,0 +1,63 @@
+"""Replaying dead letters into the destination once their cause is fixed."""
+
+import logging
+
+from cubemux import deadletter, pgq
+from cubemux.apply import BatchWriter
+from cubemux.events import decode_event
+from cubemux.routing import Router, partition_zone
+from cubemux.worker import TRUNCATE_TYPE, Worker
+
+log = logging.getLogger(__name__)
+
+
+def _suffix(src, dateformat, batch_end):
+    """Return to_char(batch_end, dateformat) as the source server formats it."""
+    if not dateformat:
+        return None
+    with src.cursor() as cur:
+        cur.execute("select to_char(%s::timestamptz, %s)", (batch_end, dateformat))
+        suffix = cur.fetchone()[0]
+    src.commit()
+    return suffix
+
+
+def replay(job, ids=None):
+    """Apply the job's pending dead letters in one transaction. Return their count.
+
+    The events go where they would have gone in their batch: batch_time jobs
+    use the stored batch end. Any failure rolls everything back and raises,
+    naming the event.
+    """
+    worker = Worker(job)
+    try:
+        src = worker.src.get()
+        dst = worker.dst.get()
+        rows = deadletter.pending(dst, job, ids=ids)
+        if not rows:
+            return 0
+        router = Router(job, partition_zone(job, worker.timezone), worker.partitioner)
+        writer = BatchWriter(dst, job.mode, worker.partitioner,
+                             on_new_column=job.on_new_column)
+        for row in rows:
+            batch = pgq.Batch(row["batch_id"], None, None, row["batch_end"],
+                              _suffix(src, job.dateformat, row["batch_end"]))
+            router.start_batch(batch)
+            if row["ev_type"] == TRUNCATE_TYPE and job.on_truncate == "ignore":
+                continue
+            event = decode_event(row["ev_id"], row["ev_type"], row["ev_data"],
+                                 row["ev_extra1"], row["ev_extra2"])
+            name = router.route(event, row["ev_time"])
+            if name is not None:
+                writer.add(event, name)
+        writer.finish()
+        deadletter.mark_replayed(dst, [row["id"] for row in rows])
+        dst.commit()
+        log.info("replayed %d dead letters", len(rows))
+        return len(rows)
+    except BaseException:
+        if worker.dst.conn is not None:
+            worker.dst.conn.rollback()
+        raise
+    finally:
+        worker.close()
