@@ -15,8 +15,10 @@ log = logging.getLogger(__name__)
 # PostgreSQL's NAMEDATALEN is 64, so a name holds at most 63 bytes.
 MAX_NAME_BYTES = 63
 
+# _SCHEMA_TABLE takes the letters around it into its identifier, because
+# templates name indexes such as _SCHEMA_TABLE_idx or pk_SCHEMA_TABLE.
 _PLACEHOLDER = re.compile(
-    r"_DEST_TABLE|_SCHEMA_TABLE|_PARENT|_PKEY|_PART_START|_PART_END")
+    r"_DEST_TABLE|\w*?_SCHEMA_TABLE\w*|_PARENT|_PKEY|_PART_START|_PART_END")
 _BOUND_PLACEHOLDER = re.compile(r"_PART_START|_PART_END")
 
 # Waiting longer than this for a lock while creating a partition is an error
@@ -47,7 +49,8 @@ def render_template(template, schema, parent, partition, pkeys, period=None):
 
     _DEST_TABLE and _PARENT become schema-qualified identifiers, _PKEY the
     comma-separated key columns and _SCHEMA_TABLE the partition's schema and
-    name joined with an underscore, as one identifier. _PART_START and
+    name joined with an underscore, as one identifier with the letters
+    around the placeholder, so _SCHEMA_TABLE_idx names an index. _PART_START and
     _PART_END become string literals of the period's bounds, which PostgreSQL
     reads as a timestamptz, a timestamp or a date. PERIOD is (start, end).
     """
@@ -55,7 +58,6 @@ def render_template(template, schema, parent, partition, pkeys, period=None):
         "_DEST_TABLE": sql.Identifier(schema, partition),
         "_PARENT": sql.Identifier(schema, parent),
         "_PKEY": sql.SQL(", ").join(sql.Identifier(key) for key in pkeys),
-        "_SCHEMA_TABLE": sql.Identifier("%s_%s" % (schema, partition)),
     }
     if period is not None:
         values["_PART_START"] = sql.Literal(timing.literal_time(period[0]))
@@ -63,6 +65,12 @@ def render_template(template, schema, parent, partition, pkeys, period=None):
     parts = []
     position = 0
     for match in _PLACEHOLDER.finditer(template):
+        if "_SCHEMA_TABLE" in match.group(0):
+            before, _, after = match.group(0).partition("_SCHEMA_TABLE")
+            parts.append(sql.SQL(template[position:match.start()]))
+            parts.append(sql.Identifier("%s%s_%s%s" % (before, schema, partition, after)))
+            position = match.end()
+            continue
         if match.group(0) not in values:
             raise PartitionError(
                 "%s in the partition template needs a period: set period, or a "

@@ -135,3 +135,27 @@ def test_template_error_names_partition(setup):
         worker.run_once()
     assert "part_template" in str(caught.value)
     assert "item_" in str(caught.value)
+
+
+def test_schema_table_absorbs_adjacent_letters(setup):
+    template = ("create index _SCHEMA_TABLE_idx on _DEST_TABLE (v);"
+                " create index pk_SCHEMA_TABLE on _DEST_TABLE (v)")
+    rendered = render_template(template, "public", "Item", "Item_2024",
+                               ("id",)).as_string(setup.dst)
+    assert rendered == (
+        'create index "public_Item_2024_idx" on "public"."Item_2024" (v);'
+        ' create index "pkpublic_Item_2024" on "public"."Item_2024" (v)')
+
+
+def test_schema_table_index_template_runs(setup):
+    item_table(setup)
+    template = ("create table _DEST_TABLE (like _PARENT);\n"
+                "create index _SCHEMA_TABLE_name on _DEST_TABLE (name)")
+    worker = setup.worker(mode="keep_all", part_template=template)
+    worker.start()
+    setup.src_exec("insert into item values (1, 'a', 1)")
+    setup.tick()
+    drain(worker)
+    index = "public_item_%s_name" % last_suffix(setup)
+    assert setup.dst_query("select count(*) from pg_indexes where indexname = %s",
+                           (index,)) == [(1,)]
