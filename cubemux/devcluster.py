@@ -5,6 +5,7 @@ folder and trusts local connections. When run as root, the server runs as
 the ``postgres`` OS user, because PostgreSQL refuses to run as root.
 """
 
+import glob
 import logging
 import os
 import pwd
@@ -13,7 +14,17 @@ import subprocess
 
 log = logging.getLogger(__name__)
 
-PG_BIN = os.environ.get("CUBEMUX_PG_BIN", "/usr/lib/postgresql/15/bin")
+def _find_pg_bin():
+    """Return the newest Debian PostgreSQL server folder that has initdb."""
+    found = glob.glob("/usr/lib/postgresql/*/bin/initdb")
+    found.sort(key=lambda path: int(path.split("/")[4]) if path.split("/")[4].isdigit()
+               else 0)
+    if found:
+        return os.path.dirname(found[-1])
+    return "/usr/lib/postgresql/15/bin"
+
+
+PG_BIN = os.environ.get("CUBEMUX_PG_BIN") or _find_pg_bin()
 SERVER_USER = "postgres"
 
 _SETTINGS = """
