@@ -65,3 +65,19 @@ def setup(job_name="master", verbosity=0, logfile=None, log_size=10485760,
     handler.addFilter(JobFilter(job_name))
     root.addHandler(handler)
     root.setLevel(level_for(verbosity))
+
+
+def relabel(job_name, verbosity=0):
+    """Keep this process's log handlers but name JOB_NAME on every line.
+
+    A worker without a logfile of its own writes where its master writes,
+    which under -d is the master's --logfile rather than a closed stderr.
+    """
+    # NOTE: when that is a rotating file, each process rotates it on its own,
+    # so lines written during a rotation can land in the rotated file.
+    root = logging.getLogger()
+    for handler in root.handlers:
+        for old in [f for f in handler.filters if isinstance(f, JobFilter)]:
+            handler.removeFilter(old)
+        handler.addFilter(JobFilter(job_name))
+    root.setLevel(level_for(verbosity))

@@ -76,8 +76,11 @@ def _worker_main(job, verbosity, write_fd, master_pid, stop_timeout):
     if os.getppid() != master_pid:
         return EXIT_CRASH
 
-    logsetup.setup(job.job_name, verbosity, job.logfile, job.log_size,
-                   job.log_count, job.use_skylog)
+    if job.logfile or job.use_skylog:
+        logsetup.setup(job.job_name, verbosity, job.logfile, job.log_size,
+                       job.log_count, job.use_skylog)
+    else:
+        logsetup.relabel(job.job_name, verbosity)
     close_inherited_fds(keep=_logging_fds() | {write_fd})
     holder = {}
     master_lost = threading.Event()
