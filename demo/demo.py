@@ -53,6 +53,9 @@ QUEUE_TABLES = {
 }
 HISTORY_TABLE = "pgbench_history"
 
+# Destination tables that are natively partitioned, by range of this column.
+NATIVE_PARTITIONING = {"pgbench_history": "mtime"}
+
 # Waits, in seconds. STOP_TIMEOUT is longer than the 30 s that the master
 # gives a stopping worker to finish its batch.
 LOCK_TIMEOUT = 600
@@ -223,7 +226,21 @@ def copy_table_definitions():
     # pg_dump's output contains psql meta-commands, so psql applies it.
     run_client("psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", *client_args(DST_DB),
                stdin=ddl)
-    say("created the parent tables %s in %s" % (", ".join(tables), DST_DB))
+    dst = connect(DST_DB)
+    try:
+        for table, column in NATIVE_PARTITIONING.items():
+            plain = sql.Identifier(table + "_plain")
+            execute(dst, sql.SQL("alter table {} rename to {}").format(
+                sql.Identifier(table), plain))
+            execute(dst, sql.SQL(
+                "create table {} (like {} including all) partition by range ({})"
+                ).format(sql.Identifier(table), plain, sql.Identifier(column)))
+            execute(dst, sql.SQL("drop table {}").format(plain))
+    finally:
+        dst.close()
+    say("created the parent tables %s in %s, %s partitioned by range of %s"
+        % (", ".join(tables), DST_DB, ", ".join(NATIVE_PARTITIONING),
+           ", ".join(NATIVE_PARTITIONING.values())))
 
 
 def add_queues_and_triggers(src):
