@@ -175,3 +175,97 @@ def test_outages_lose_nothing(own_clusters, tmp_path):
     assert "retrying in" in log
     assert process.returncode == 0
     check_destination(setup, "keep_latest", "job")
+
+
+def test_two_masters_failover(setup, tmp_path):
+    from masterproc import MasterProcess, wait_for
+
+    create_tables(setup)
+    jobs_dir = tmp_path / "jobs"
+    jobs_dir.mkdir()
+    setup.tmp_path = jobs_dir
+    path = setup.job_file("job", mode="keep_latest", dateformat="YYYY", loop_delay="0.1",
+                          worker_timeout="5")
+    subprocess.run([*CUBEMUX, "init-dst", path], check=True, capture_output=True)
+    hosts = []
+    for name in ("host1", "host2"):
+        work = tmp_path / name
+        work.mkdir()
+        hosts.append(MasterProcess(jobs_dir, work).start())
+    ticker = Ticker(setup.src_dsn)
+    ticker.start()
+    workload = Workload(setup.src_dsn, count=30000, pause=0.01)
+    workload.start()
+    try:
+        for host in hosts:
+            host.wait_running("job")
+
+        def roles():
+            standby = [host.job("job").get("standby") for host in hosts]
+            return standby if standby.count(True) == 1 else None
+
+        standby = wait_for(roles, 30, "one master to hold the queue")
+        active = hosts[standby.index(False)]
+        waiting = hosts[standby.index(True)]
+        time.sleep(2.0)
+        # The active host dies: its master and its worker at once.
+        doomed = [active.pid, *active.worker_pids()]
+        for pid in doomed:
+            os.kill(pid, signal.SIGKILL)
+        active.process.wait(10)
+        died_at = time.monotonic()
+        wait_for(lambda: not waiting.job("job").get("standby"), 15,
+                 "the standby master to take over")
+        took_over = time.monotonic() - died_at
+        workload.join()
+        assert workload.error is None
+        wait_caught_up(setup, ["job"])
+    finally:
+        ticker.stop()
+        for host in hosts:
+            host.close()
+
+    assert took_over < 10
+    check_destination(setup, "keep_latest", "job")
+
+
+def test_garbage_job_files_spare_other_jobs(setup, tmp_path):
+    from masterproc import MasterProcess, wait_for
+
+    setup.table("create table public.item (id int primary key, v text)", "public.item")
+    jobs_dir = tmp_path / "jobs"
+    jobs_dir.mkdir()
+    setup.tmp_path = jobs_dir
+    setup.job_file("good", mode="keep_latest")
+    master = MasterProcess(jobs_dir, tmp_path).start()
+    try:
+        pid = master.wait_running("good")["good"]
+        chooser = random.Random(11)
+        garbage = [
+            b"\x00\xff\xfe garbage",
+            b"[cube_dispatcher]\nmode = keep_some\nloop_delay = -3\n",
+            b"[cube_dispatcher\nsrc_db\n",
+            b"no section at all = 1\n",
+            "[cube_dispatcher]\nsrc_db = %(nope)s\n".encode(),
+            b"[cube_dispatcher]\n" + b"x" * 100000 + b"\n",
+        ]
+        garbage += [bytes(chooser.randrange(256) for _ in range(200)) for _ in range(4)]
+        for number, content in enumerate(garbage):
+            (jobs_dir / ("garbage%02d.ini" % number)).write_bytes(content)
+        master.send_signal(signal.SIGHUP)
+        wait_for(lambda: len(master.jobs()) == 1 + len(garbage), 30,
+                 "the garbage files to show as jobs")
+
+        jobs = master.jobs()
+        assert jobs["good"]["pid"] == pid
+        assert jobs["good"]["state"] == "running"
+        assert all(job["state"] == "fatal" for name, job in jobs.items()
+                   if name != "good")
+        setup.src_exec("insert into item values (1, 'still flowing')")
+        setup.tick()
+        wait_for(lambda: setup.dst_query(
+            "select count(*) from pg_tables where tablename like 'item\\_%'")[0][0], 30,
+            "the good job to apply a batch")
+        assert master.process.poll() is None
+    finally:
+        master.close()
