@@ -34,7 +34,7 @@ class FieldMap:
         return self.tables.get((schema, table), (schema, table))
 
     def apply(self, event):
-        """Rename and drop EVENT's columns in place, as the job's keys say."""
+        """Rename and drop EVENT's columns in place, as fields and skip_fields set."""
         if not self.changes_columns:
             return
         plan = self._plans.get(event.columns)

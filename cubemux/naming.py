@@ -1,4 +1,4 @@
-"""Which partition an event goes to: the part_mode, the suffix and its period.
+"""Partition naming per event: the part_mode, the suffix and its period.
 
 ``batch_time`` names the partition after the batch's closing tick, formatted
 by the source server with to_char as cube_dispatcher did. ``event_time``
@@ -63,8 +63,8 @@ class Naming:
             try:
                 self.format = timing.SuffixFormat(self.dateformat)
             except ConfigError:
-                # batch_time accepts any to_char format; only the others need
-                # a format that cubemux can compute itself.
+                # batch_time accepts any to_char format, because the server
+                # formats it. Only the other modes need one that cubemux computes.
                 if self.mode != "batch_time":
                     raise
             if self.unit is None and self.format is not None:
@@ -90,8 +90,8 @@ class Naming:
         value = event.values[index]
         moment = parse_field_time(value, self.zone) if value is not None else None
         if moment is None:
-            raise EventError("part_field %s has value %r, which is not a date or "
-                             "timestamp" % (self.part_field, value),
+            raise EventError("part_field %s is NULL or not an ISO date or "
+                             "timestamp" % self.part_field,
                              event.ev_id, event.qualified_table)
         return moment
 

@@ -95,11 +95,11 @@ def enforce(conn, schema, parent, suffix_format, unit, limit, action, job_name):
                 cur.execute(sql.SQL("drop table if exists {}").format(table))
                 verb = "dropped"
             else:
-                how = _attachment(cur, schema, parent, name)
-                if how is None:
+                attachment = _attachment(cur, schema, parent, name)
+                if attachment is None:
                     conn.rollback()
                     continue
-                if how == "partition":
+                if attachment == "partition":
                     statement = "alter table {} detach partition {}"
                     cur.execute(sql.SQL(statement).format(
                         sql.Identifier(schema, parent), table))
