@@ -35,7 +35,7 @@ COLSET_COLUMN = "cubemux_colset"
 
 @dataclasses.dataclass
 class Counts:
-    """What one batch did, for logs and metrics."""
+    """Counts of one batch's work, for logs and metrics."""
 
     events: dict = dataclasses.field(default_factory=lambda: {"I": 0, "U": 0, "D": 0})
     inserted: dict = dataclasses.field(default_factory=dict)
@@ -199,7 +199,7 @@ class BatchWriter:
         return buffer
 
     def _new_columns(self, event, target, missing):
-        """Handle columns that the target lacks, as on_new_column says."""
+        """Handle columns that the target lacks, as on_new_column sets."""
         label = target.parent_label
         if self.on_new_column == "ignore":
             kept = [index for index, name in enumerate(event.columns)

@@ -12,7 +12,7 @@ from cubemux.errors import EventError, PartitionError
 
 log = logging.getLogger(__name__)
 
-# PostgreSQL's NAMEDATALEN is 64, so a name holds at most 63 bytes.
+# PostgreSQL's NAMEDATALEN is 64, so a name has at most 63 bytes.
 MAX_NAME_BYTES = 63
 
 # _SCHEMA_TABLE takes the letters around it into its identifier, because
@@ -100,8 +100,8 @@ class Partitioner:
     """Creates missing partitions through a connection of its own.
 
     Each partition is created in a short transaction of its own, under an
-    advisory lock on its name, so two jobs that need the same new partition
-    wait for each other instead of failing, and the parent is not kept
+    advisory lock on its name. Two jobs that need the same new partition
+    then wait for each other instead of failing, and the parent is not kept
     locked while a batch loads. An empty partition is all that survives a
     batch that rolls back afterwards. When the batch's own transaction (MAIN)
     already locks the parent, the partition is created in that transaction.

@@ -207,7 +207,7 @@ class Worker:
     def _process(self, src, dst, batch):
         job = self.job
         # Serializes appliers of one consumer on the destination, so that a
-        # second applier sees the first one's tick and skips the batch.
+        # second applier reads the first one's tick and skips the batch.
         with dst.cursor() as cur:
             cur.execute("select pg_advisory_xact_lock(hashtext(%s))",
                         ("cubemux.consumer:%s" % job.pgq_consumer_id,))
@@ -262,7 +262,7 @@ class Worker:
         return counts
 
     def _truncate(self, writer, router, ev_id, ev_time, extra1):
-        """Apply a truncate event as on_truncate says: ignore it, or empty the partition."""
+        """Apply a truncate event as on_truncate sets: ignore it, or empty the partition."""
         if self.on_truncate == "ignore":
             router.skipped += 1
             log.info("ignored truncate event %d of table %s (on_truncate = ignore)",
