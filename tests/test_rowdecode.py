@@ -16,7 +16,7 @@ pytestmark = pytest.mark.skipif(not rowdecode.AVAILABLE,
 raw_pieces = st.lists(
     st.sampled_from(["&", "=", "%", "+", "a", "b", "id", "%41", "%e2%82%ac",
                      "%C3%95", "%zz", "%4", "%ff", "%00", "%5c", "%09", "Õ",
-                     "\x00", "-", "%2d", "%26", "%3d"]),
+                     "\x00", "-", "%2d", "%26", "%3d", "%ed%a0%80", "%c3"]),
     max_size=12,
 ).map("".join)
 
@@ -52,7 +52,7 @@ def check_agrees(data):
         assert fast == slow
 
 
-@settings(max_examples=500)
+@settings(max_examples=1000)
 @given(data=raw_pieces)
 @example(data="a=b=c")
 @example(data="=x")
@@ -71,7 +71,8 @@ def test_rowdecode_agrees_on_encoded_rows(pairs):
 
 
 def test_rowdecode_leaves_errors_to_python():
-    for data in ("a=%zz", "a=%4", "a=%ff", "=x", "a=b=c", "a=\ud800"):
+    for data in ("a=%zz", "a=%4", "a=%", "a=%ff", "=x", "a=b=c", "a=\ud800",
+                 "%zz=1", "a=%ed%a0%80"):
         assert rowdecode.decode_row(data) is None, data
 
 
