@@ -20,6 +20,8 @@ import os
 import re
 
 import configobj
+import psycopg2
+import psycopg2.extensions
 from configobj import validate
 
 # Keys that cubemux adds are in the second half. job_name and
@@ -35,8 +37,8 @@ pgq_consumer_id = name()
 mode = option(keep_latest, keep_all, default=keep_latest)
 dateformat = text(default=YYYY_MM_DD)
 part_template = text(default='')
-loop_delay = seconds(min=0, default=1.0)
-connection_lifetime = seconds(min=0, default=1200.0)
+loop_delay = seconds(min=0, max=86400, default=1.0)
+connection_lifetime = seconds(min=0, max=31536000, default=1200.0)
 logfile = path(default=None)
 pidfile = path(default=None)
 log_count = whole(min=0, unit=files, default=3)
@@ -45,8 +47,8 @@ use_skylog = boolean(default=False)
 
 # Keys that cubemux adds.
 timezone = time_zone(default=None)
-worker_timeout = seconds(min=1, default=60.0)
-max_backoff = seconds(min=1, default=60.0)
+worker_timeout = seconds(min=1, max=86400, default=60.0)
+max_backoff = seconds(min=1, max=86400, default=60.0)
 part_mode = option(batch_time, event_time, date_field, current_time, default=batch_time)
 part_field = column(default=None)
 period = option(hour, day, month, year, default=None)
@@ -145,8 +147,16 @@ def _name(value):
 
 
 def _connect_string(value):
+    expected = "a libpq connection string such as 'dbname=sourcedb'"
     if not value.strip():
-        raise Invalid("a libpq connection string such as 'dbname=sourcedb'")
+        raise Invalid(expected)
+    if "\ufffd" in value:
+        return value.strip()  # The line's bad UTF-8 is reported already.
+    try:
+        psycopg2.extensions.parse_dsn(value.strip())
+    except psycopg2.ProgrammingError as error:
+        # libpq's message names the bad keyword, never the password's value.
+        raise Invalid("%s (libpq: %s)" % (expected, str(error).strip())) from None
     return value.strip()
 
 
@@ -183,13 +193,14 @@ def _boolean(value):
         raise Invalid("1, 0, true, false, yes, no, on or off") from None
 
 
-def _seconds(value, min):
+def _seconds(value, min, max):
     minimum = int(min)
-    expected = "a number of seconds, %d or more" % minimum
+    maximum = int(max)
+    expected = "a number of seconds from %d to %d" % (minimum, maximum)
     if not _DECIMAL.fullmatch(value):
         raise Invalid(expected)
     number = float(value)
-    if not math.isfinite(number) or number < minimum:
+    if not math.isfinite(number) or not minimum <= number <= maximum:
         raise Invalid(expected)
     return number
 

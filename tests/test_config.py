@@ -342,10 +342,10 @@ def test_error_mode_case_sensitive(tmp_path):
 
 
 @pytest.mark.parametrize("key, expected", [
-    ("loop_delay", "a number of seconds, 0 or more"),
-    ("connection_lifetime", "a number of seconds, 0 or more"),
-    ("worker_timeout", "a number of seconds, 1 or more"),
-    ("max_backoff", "a number of seconds, 1 or more"),
+    ("loop_delay", "a number of seconds from 0 to 86400"),
+    ("connection_lifetime", "a number of seconds from 0 to 31536000"),
+    ("worker_timeout", "a number of seconds from 1 to 86400"),
+    ("max_backoff", "a number of seconds from 1 to 86400"),
     ("log_count", "a whole number of files, 0 or more"),
     ("log_size", "a whole number of bytes, 1 or more"),
 ])

@@ -7,6 +7,7 @@ import pytest
 from cubemux import configspec, naming, timing
 from cubemux.config import KEYS, JobConfig, load_job
 from cubemux.configspec import RetentionPeriod
+from cubemux.errors import ConfigError
 
 from test_config import MINIMAL, load, only_problem, problems_of
 
@@ -638,3 +639,22 @@ def test_full_job(tmp_path):
     assert job.fields[2] == ("total", "amount")
     assert job.table_map == ((("shop", "orders"), ("cube", "orders")),)
     assert load_job(job.path) == job
+
+
+@pytest.mark.parametrize("dsn", ["dbname=x bogus", "PASSWORD=x dbname=y"])
+def test_invalid_connection_string_rejected(tmp_path, dsn):
+    path = tmp_path / "job.ini"
+    path.write_text("[cube_dispatcher]\nsrc_db = %s\ndst_db = dbname=d\n"
+                    "pgq_queue_name = q\n" % dsn)
+    with pytest.raises(ConfigError) as caught:
+        load_job(str(path))
+    assert "src_db is invalid: expected a libpq connection string" in str(caught.value)
+
+
+def test_huge_loop_delay_rejected(tmp_path):
+    path = tmp_path / "job.ini"
+    path.write_text("[cube_dispatcher]\nsrc_db = dbname=s\ndst_db = dbname=d\n"
+                    "pgq_queue_name = q\nloop_delay = 1e23\n")
+    with pytest.raises(ConfigError) as caught:
+        load_job(str(path))
+    assert "from 0 to 86400" in str(caught.value)
