@@ -9,7 +9,8 @@ import psycopg2.extensions
 
 log = logging.getLogger(__name__)
 
-_PASSWORD_PAIR = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
+_PASSWORD_PAIR = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|(?:\\.|\S)+)",
+                            re.IGNORECASE)
 _URI_PASSWORD = re.compile(r"(://[^:/@]*:)[^@]*(@)")
 
 

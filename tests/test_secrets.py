@@ -81,3 +81,9 @@ def test_injection_in_column_name_stays_a_name(setup):
     assert rows == [(1, "v")]
     assert setup.dst_query("select count(*) from pg_tables where tablename = 'victim'"
                            ) == [(1,)]
+
+
+def test_mask_dsn_escaped_space():
+    masked = mask_dsn(r"host=x password=Tail\ %s dbname=y" % SECRET)
+    assert SECRET not in masked
+    assert masked == "host=x password=*** dbname=y"
