@@ -7,7 +7,8 @@ import sys
 import psycopg2
 
 from cubemux import __version__, config, deadletter_commands, logsetup, service
-from cubemux.errors import EXIT_CONFIG, EXIT_CRASH, EXIT_OK, EXIT_USAGE, ConfigError
+from cubemux.errors import (EXIT_CONFIG, EXIT_CRASH, EXIT_OK, EXIT_USAGE, ConfigError,
+                            CubemuxError)
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +110,13 @@ def main(argv=None):
     except ConfigError as error:
         print(str(error), file=sys.stderr)
         return EXIT_CONFIG
+    except CubemuxError as error:
+        print(str(error), file=sys.stderr)
+        return error.exit_code
+    except OSError as error:
+        # A pidfile, log file or socket path that cannot be made or opened.
+        print("cubemux %s failed: %s" % (args.command, error), file=sys.stderr)
+        return EXIT_CRASH
     except KeyboardInterrupt:
         return EXIT_OK
 

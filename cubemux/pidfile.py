@@ -43,6 +43,9 @@ class PidFile:
         process holds the lock, and OSError when the file cannot be opened.
         """
         deadline = time.monotonic() + LOCK_RETRY_SECONDS
+        # As for log files, a missing folder is made, so a skytools job file
+        # with pidfile = ~/pid/%(job_name)s.pid works on a new machine.
+        os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
         while True:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
             try:
