@@ -6,7 +6,8 @@ import sys
 
 import psycopg2
 
-from cubemux import __version__, config, deadletter_commands, logsetup, service
+from cubemux import (__version__, config, deadletter_commands, logsetup,
+                     position_commands, service)
 from cubemux.errors import (EXIT_CONFIG, EXIT_CRASH, EXIT_OK, EXIT_USAGE, ConfigError,
                             CubemuxError)
 
@@ -81,21 +82,7 @@ def build_parser():
     init_dst.add_argument("file", metavar="FILE", help="job file")
     _add_verbosity(init_dst)
 
-    rewind = commands.add_parser(
-        "rewind", help="move the queue position to the destination's tick",
-        description="Move the consumer's position on the queue to the tick "
-        "that the destination has completed. Stop the job first.")
-    rewind.add_argument("file", metavar="FILE", help="job file")
-    _add_verbosity(rewind)
-
-    reset = commands.add_parser(
-        "reset", help="clear the destination's tick",
-        description="Remove the completed tick from the destination, so the "
-        "next batch is applied whatever the destination held. Rows may then "
-        "be missing or doubled. Stop the job first.")
-    reset.add_argument("file", metavar="FILE", help="job file")
-    _add_verbosity(reset)
-
+    position_commands.add_commands(commands, _add_verbosity)
     service.add_control_commands(commands, _add_verbosity)
     deadletter_commands.add_commands(commands, _add_verbosity)
     return parser
@@ -193,57 +180,14 @@ def cmd_init_dst(args, verbosity):
     return EXIT_OK
 
 
-def cmd_rewind(args, verbosity):
-    from cubemux import pgq, tracking
-
-    logsetup.setup("rewind", verbosity)
-    job = config.load_job(args.file)
-    dst = _admin_connection(job.dst_db, "destination")
-    try:
-        tick = tracking.get_last_tick(dst, job.pgq_consumer_id)
-    finally:
-        dst.close()
-    if tick is None:
-        print("the destination has no tick for consumer %s: nothing to rewind to"
-              % job.pgq_consumer_id, file=sys.stderr)
-        return EXIT_CRASH
-    src = _admin_connection(job.src_db, "source")
-    try:
-        pgq.register_at(src, job.pgq_queue_name, job.pgq_consumer_id, tick)
-    except psycopg2.Error as error:
-        print("rewinding consumer %s on queue %s to tick %d failed: %s"
-              % (job.pgq_consumer_id, job.pgq_queue_name, tick,
-                 str(error).strip()), file=sys.stderr)
-        return EXIT_CRASH
-    finally:
-        src.close()
-    print("moved consumer %s on queue %s to tick %d"
-          % (job.pgq_consumer_id, job.pgq_queue_name, tick))
-    return EXIT_OK
-
-
-def cmd_reset(args, verbosity):
-    from cubemux import tracking
-
-    logsetup.setup("reset", verbosity)
-    job = config.load_job(args.file)
-    dst = _admin_connection(job.dst_db, "destination")
-    try:
-        tracking.set_last_tick(dst, job.pgq_consumer_id, None)
-        dst.commit()
-    finally:
-        dst.close()
-    print("cleared the destination tick of consumer %s" % job.pgq_consumer_id)
-    return EXIT_OK
-
-
 COMMANDS = {
     "start": cmd_start,
     "run": cmd_run,
     "check": cmd_check,
     "init-dst": cmd_init_dst,
-    "rewind": cmd_rewind,
-    "reset": cmd_reset,
+    "rewind": position_commands.cmd_rewind,
+    "reset": position_commands.cmd_reset,
+    "unregister": position_commands.cmd_unregister,
     "stop": service.cmd_signal,
     "reload": service.cmd_signal,
     "kill": service.cmd_signal,

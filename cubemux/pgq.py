@@ -193,3 +193,30 @@ def queue_figures(conn, queue, consumer):
         return dict.fromkeys(names)
     return {name: (float(value) if value is not None else None)
             for name, value in zip(names, row)}
+
+
+def _queue_lock_key(queue, consumer):
+    return "cubemux.queue:%s/%s" % (queue, consumer)
+
+
+def try_queue_lock(conn, queue, consumer):
+    """Take the session advisory lock of QUEUE and CONSUMER if it is free.
+
+    The worker that holds it is the one that applies the queue. Return True
+    when this session holds it now. Commits.
+    """
+    with conn.cursor() as cur:
+        cur.execute("select pg_try_advisory_lock(hashtext(%s))",
+                    (_queue_lock_key(queue, consumer),))
+        acquired = cur.fetchone()[0]
+    conn.commit()
+    return acquired
+
+
+def unregister(conn, queue, consumer):
+    """Remove CONSUMER from QUEUE. Return True when it was registered."""
+    with conn.cursor() as cur:
+        cur.execute("select pgq.unregister_consumer(%s, %s)", (queue, consumer))
+        removed = cur.fetchone()[0] > 0
+    conn.commit()
+    return removed

@@ -180,11 +180,8 @@ class Worker:
         """
         if self.lock_holder is src:
             return True
-        key = "cubemux.queue:%s/%s" % (self.job.pgq_queue_name, self.job.pgq_consumer_id)
-        with src.cursor() as cur:
-            cur.execute("select pg_try_advisory_lock(hashtext(%s))", (key,))
-            acquired = cur.fetchone()[0]
-        src.commit()
+        acquired = pgq.try_queue_lock(src, self.job.pgq_queue_name,
+                                      self.job.pgq_consumer_id)
         if acquired:
             if self.lock_holder is not None or self._waiting:
                 log.info("took over queue %s: no other worker holds it now",

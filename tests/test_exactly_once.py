@@ -180,3 +180,31 @@ def test_existing_registration_keeps_destination(setup):
     again = setup.worker()
     again.start()
     assert tracking.get_last_tick(setup.dst, "job") == 424242
+
+
+def test_rewind_refused_while_job_runs(setup):
+    worker = setup.worker(mode="keep_all")
+    worker.start()
+    worker.run_once()
+    path = setup.job_file("job", mode="keep_all")
+    for command in ("rewind", "reset", "unregister"):
+        result = subprocess.run([*CUBEMUX, command, path], capture_output=True,
+                                text=True)
+        assert result.returncode != 0
+        assert "job job is running" in result.stderr
+    worker.close()
+
+
+def test_unregister_removes_consumer(setup):
+    worker = setup.worker(mode="keep_all")
+    worker.start()
+    tracking.set_last_tick(setup.dst, "job", 5)
+    worker.close()
+    path = setup.job_file("job", mode="keep_all")
+    result = subprocess.run([*CUBEMUX, "unregister", path], capture_output=True,
+                            text=True)
+    assert result.returncode == 0, result.stderr
+    consumers = setup.src_query("select count(*) from pgq.get_consumer_info(%s)"
+                                " where consumer_name = 'job'", (setup.queue,))
+    assert consumers == [(0,)]
+    assert tracking.get_last_tick(setup.dst, "job") is None
