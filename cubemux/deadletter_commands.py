@@ -30,6 +30,9 @@ def add_commands(commands, add_verbosity):
     replay.add_argument("--id", type=int, action="append", dest="ids", metavar="ID",
                         help="replay only this dead letter (the id column of "
                         "'cubemux deadletter'); repeat for more")
+    replay.add_argument("--force", action="store_true",
+                        help="under keep_latest, replace a row that has the "
+                        "dead letter's key, which may be a newer version")
     add_verbosity(replay)
 
 
@@ -55,7 +58,7 @@ def cmd_deadletter(args, verbosity):
                 row["id"], row["ev_id"], row["ev_extra1"], row["ev_type"], state,
                 row["reason"]))
     if not args.json:
-        print("%d dead letters" % len(rows), file=sys.stderr)
+        print("dead letters: %d" % len(rows), file=sys.stderr)
     return EXIT_OK
 
 
@@ -67,10 +70,10 @@ def cmd_replay(args, verbosity):
     job = config.load_job(args.file)
     logsetup.setup(job.job_name, verbosity)
     try:
-        count = replay(job, args.ids)
+        count = replay(job, args.ids, force=args.force)
     except (CubemuxError, psycopg2.Error) as error:
         print("replay failed, nothing was applied: %s" % describe_error(error, job),
               file=sys.stderr)
         return EXIT_CRASH
-    print("replayed %d dead letters" % count)
+    print("replayed dead letters: %d" % count)
     return EXIT_OK

@@ -2,8 +2,11 @@
 
 import logging
 
+from psycopg2 import sql
+
 from cubemux import deadletter, pgq
 from cubemux.apply import BatchWriter
+from cubemux.errors import EventError
 from cubemux.events import decode_event
 from cubemux.routing import Router, partition_zone
 from cubemux.worker import TRUNCATE_TYPE, Worker
@@ -22,12 +25,31 @@ def _suffix(src, dateformat, batch_end):
     return suffix
 
 
-def replay(job, ids=None):
+def _key_has_row(dst, event, name):
+    """Return True when partition NAME has a row with EVENT's key."""
+    if not event.pkeys or any(key not in event.columns for key in event.pkeys):
+        return False
+    with dst.cursor() as cur:
+        cur.execute("select to_regclass(%s) is not null",
+                    (sql.Identifier(event.schema, name).as_string(dst),))
+        if not cur.fetchone()[0]:
+            return False
+        matches = sql.SQL(" and ").join(
+            sql.SQL("{} = %s").format(sql.Identifier(key)) for key in event.pkeys)
+        values = [event.values[event.columns.index(key)] for key in event.pkeys]
+        cur.execute(sql.SQL("select exists (select 1 from {} where {})").format(
+            sql.Identifier(event.schema, name), matches), values)
+        return cur.fetchone()[0]
+
+
+def replay(job, ids=None, force=False):
     """Apply the job's pending dead letters in one transaction. Return their count.
 
     The events go where they would have gone in their batch: batch_time jobs
     use the stored batch end. Any failure rolls everything back and raises,
-    naming the event.
+    naming the event. Under keep_latest an event whose key already has a row
+    in its partition is refused unless FORCE, because that row may be a newer
+    version than the dead letter.
     """
     worker = Worker(job)
     try:
@@ -48,8 +70,16 @@ def replay(job, ids=None):
             event = decode_event(row["ev_id"], row["ev_type"], row["ev_data"],
                                  row["ev_extra1"], row["ev_extra2"])
             name = router.route(event, row["ev_time"])
-            if name is not None:
-                writer.add(event, name)
+            if name is None:
+                continue
+            if job.mode == "keep_latest" and not force and _key_has_row(dst, event,
+                                                                        name):
+                raise EventError(
+                    "the key of this dead letter has a row in %s.%s, which may be "
+                    "a newer version: check it, then replay with --force to "
+                    "replace it" % (event.schema, name), event.ev_id,
+                    event.qualified_table)
+            writer.add(event, name)
         writer.finish()
         deadletter.mark_replayed(dst, [row["id"] for row in rows])
         dst.commit()

@@ -110,7 +110,7 @@ def test_deadletter_list_and_replay(setup):
     replayed = subprocess.run([*CUBEMUX, "replay", path], capture_output=True,
                               text=True)
     assert replayed.returncode == 0, replayed.stderr
-    assert "replayed 1" in replayed.stdout
+    assert "replayed dead letters: 1" in replayed.stdout
     assert rows_of(setup, 'public."good_%s"' % last_suffix(setup)) == [(7, "a", "x")]
     pending = subprocess.run([*CUBEMUX, "deadletter", path], capture_output=True,
                              text=True)
@@ -153,3 +153,30 @@ def test_deadletter_keep_latest_insert_rejects(setup):
     assert rows_of(setup, 'public."good_%s"' % last_suffix(setup)) == [(2, "ok")]
     stored = setup.dst_query("select ev_id from cubemux.deadletter")
     assert stored == [(bad_id,)]
+
+
+def test_replay_refuses_newer_row(setup):
+    prepare(setup)
+    path = setup.job_file("job", mode="keep_latest", on_error="deadletter")
+    worker = setup.worker(mode="keep_latest", on_error="deadletter")
+    worker.start()
+    send(setup, "I:id", "id=7&v=old&extra=x", "public.good")
+    setup.tick()
+    drain(worker)
+    send(setup, "U:id", "id=7&v=newer", "public.good")
+    setup.tick()
+    drain(worker)
+    worker.close()
+    setup.dst_exec("alter table public.good add column extra text")
+    partition = 'public."good_%s"' % last_suffix(setup)
+    setup.dst_exec("alter table %s add column extra text" % partition)
+
+    refused = subprocess.run([*CUBEMUX, "replay", path], capture_output=True, text=True)
+    assert refused.returncode != 0
+    assert "--force" in refused.stderr
+    assert rows_of(setup, partition) == [(7, "newer", None)]
+
+    forced = subprocess.run([*CUBEMUX, "replay", "--force", path], capture_output=True,
+                            text=True)
+    assert forced.returncode == 0, forced.stderr
+    assert rows_of(setup, partition) == [(7, "old", "x")]
