@@ -27,6 +27,9 @@ FLUSH_EVENTS = 5000
 # before it calls the next, so the server parses them while the next encode.
 ROWS_PER_READ = 256
 
+# (parent table, columns) whose dropped values this process has logged.
+_WARNED_DROPS = set()
+
 # Extra columns of a keep_latest stage table.
 EV_ID_COLUMN = "cubemux_ev_id"
 OP_COLUMN = "cubemux_op"
@@ -206,8 +209,14 @@ class BatchWriter:
                     if name not in missing]
             target.reshape[event.columns] = (
                 kept, tuple(event.columns[index] for index in kept))
-            log.warning("dropping values of column %s of %s: the destination lacks "
-                        "it (on_new_column = ignore)", ", ".join(missing), label)
+            warning = (label, tuple(missing))
+            if warning not in _WARNED_DROPS:
+                # Once per worker process, because every batch drops them again.
+                _WARNED_DROPS.add(warning)
+                log.warning("dropping values of column %s of %s: the destination "
+                            "lacks it (on_new_column = ignore); "
+                            "cubemux_values_dropped_total counts them",
+                            ", ".join(missing), label)
             self._reshape(event, target)
             return
         if self.on_new_column != "add":

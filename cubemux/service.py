@@ -143,6 +143,12 @@ def cmd_start(args, verbosity, metrics_address=None):
     if args.daemon and not args.pidfile:
         print("cubemux: -d needs a pidfile: give --pidfile FILE", file=sys.stderr)
         return EXIT_USAGE
+    if os.path.isfile(args.directory):
+        print("cubemux: %s is a job file, and start takes the folder of job files: "
+              "run 'cubemux start %s', or 'cubemux run %s' for this job alone"
+              % (args.directory, os.path.dirname(args.directory) or ".",
+                 args.directory), file=sys.stderr)
+        return EXIT_USAGE
     if not os.path.isdir(args.directory):
         print("cubemux: %s: job folder not found" % args.directory, file=sys.stderr)
         return EXIT_CONFIG

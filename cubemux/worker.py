@@ -250,9 +250,10 @@ class Worker:
         dst.commit()
         events = sum(counts.events.values())
         log.info("applied batch %d (ticks %d..%d): %d events, %d rows inserted, "
-                 "%d deleted, %d events skipped", batch.batch_id, batch.prev_tick_id,
-                 batch.tick_id, events, sum(counts.inserted.values()),
-                 sum(counts.deleted.values()), router.skipped)
+                 "%d deleted, %d events skipped, %d set aside", batch.batch_id,
+                 batch.prev_tick_id, batch.tick_id, events,
+                 sum(counts.inserted.values()), sum(counts.deleted.values()),
+                 router.skipped, len(writer.dead))
         counts.events_skipped = router.skipped
         if counts.partitions_created:
             self.retention_due = 0.0
