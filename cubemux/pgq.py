@@ -13,6 +13,11 @@ log = logging.getLogger(__name__)
 CURSOR_NAME = "cubemux_batch"
 FETCH_SIZE = 2000
 
+# Chunks that iter_events asks for before the caller needs them. The thread
+# that fetches them needs the GIL to convert each chunk, so one chunk ahead
+# often arrives late.
+FETCH_AHEAD = 2
+
 # pgq.batch_event_sql (pgq 3.x) ends the query it builds with this clause.
 _ORDER_BY_EV_ID = " order by 1"
 
@@ -92,7 +97,8 @@ def iter_events(conn, batch_id, fetch_size=FETCH_SIZE, ordered=False):
 
     fetcher = _Fetcher(conn, fetch_size)
     try:
-        fetcher.request()
+        for _ in range(FETCH_AHEAD):
+            fetcher.request()
         while True:
             rows = fetcher.result()
             more = len(rows) == fetch_size
@@ -128,7 +134,9 @@ class _Fetcher:
         self.requests.put(True)
 
     def stop(self):
+        """End the thread after the requests so far, and wait for it."""
         self.requests.put(False)
+        self.thread.join()
 
     def result(self):
         """Return the rows of the oldest request, or raise its error."""
