@@ -3,9 +3,12 @@
 import os
 import random
 import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 
 import psycopg2
 import pytest
@@ -129,21 +132,56 @@ def own_clusters(cluster_root, tmp_path):
     dst.destroy()
 
 
-def _outage(cluster, seconds):
+def _free_port():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _health(url):
+    """Return (HTTP status of /healthz, value of cubemux_worker_up for the job)."""
+    try:
+        with urllib.request.urlopen(url + "/healthz", timeout=5) as answer:
+            status = answer.status
+    except urllib.error.HTTPError as error:
+        status = error.code
+    with urllib.request.urlopen(url + "/metrics", timeout=5) as answer:
+        text = answer.read().decode()
+    up = [line for line in text.splitlines()
+          if line.startswith('cubemux_worker_up{job="job"')]
+    return status, float(up[0].split()[-1]) if up else None
+
+
+def _outage(cluster, seconds, master, url):
+    """Stop CLUSTER for SECONDS. Return what status and metrics showed meanwhile."""
     cluster.stop()
-    time.sleep(seconds)
+    stopped_at = time.monotonic()
+    seen = set()
+    while time.monotonic() - stopped_at < seconds:
+        state = master.job("job")["state"]
+        status, up = _health(url)
+        seen.add((state, status, up))
+        time.sleep(0.5)
     cluster.start()
+    return seen
 
 
 def test_outages_lose_nothing(own_clusters, tmp_path):
+    from masterproc import MasterProcess, wait_for
+
     setup = own_clusters
     create_tables(setup)
+    jobs_dir = tmp_path / "jobs"
+    jobs_dir.mkdir()
+    setup.tmp_path = jobs_dir
     path = setup.job_file("job", mode="keep_latest", dateformat="YYYY", loop_delay="0.1",
                           max_backoff="2")
     subprocess.run([*CUBEMUX, "init-dst", path], check=True, capture_output=True)
-    log_path = tmp_path / "run.log"
-    process = start_run(path, log_path)
-    time.sleep(1.0)
+    port = _free_port()
+    url = "http://127.0.0.1:%d" % port
+    master = MasterProcess(jobs_dir, tmp_path,
+                           extra_args=["--metrics-port", str(port)]).start()
+    master.wait_running("job")
     ticker = Ticker(setup.src_dsn)
     ticker.start()
     workload = Workload(setup.src_dsn, count=40000, per_transaction=20, pause=0.02)
@@ -154,10 +192,11 @@ def test_outages_lose_nothing(own_clusters, tmp_path):
         time.sleep(2)
         setup.dst_cluster.restart()
         time.sleep(2)
-        _outage(setup.src_cluster, 30)
-        time.sleep(2)
+        during_source = _outage(setup.src_cluster, 30, master, url)
+        wait_for(lambda: master.job("job")["state"] == "running", 30,
+                 "the job to run again after the source outage")
         assert workload.is_alive(), "the stream ended before the last outage"
-        _outage(setup.dst_cluster, 30)
+        during_destination = _outage(setup.dst_cluster, 30, master, url)
         workload.join()
         assert workload.error is None
         setup.src.close()
@@ -167,13 +206,17 @@ def test_outages_lose_nothing(own_clusters, tmp_path):
         setup.dst = psycopg2.connect(setup.dst_dsn)
         setup.dst.autocommit = True
         wait_caught_up(setup, ["job"])
+        after = _health(url)
     finally:
         ticker.stop()
-        stop_gracefully(process)
+        master.close()
 
-    log = open(log_path, encoding="utf-8").read()
-    assert "retrying in" in log
-    assert process.returncode == 0
+    for seen in (during_source, during_destination):
+        assert any(state == "backoff" for state, _, _ in seen), seen
+        assert any(status == 503 for _, status, _ in seen), seen
+        assert any(up == 0 for _, _, up in seen), seen
+    assert after == (200, 1.0)
+    assert "database error" in master.log()
     check_destination(setup, "keep_latest", "job")
 
 
