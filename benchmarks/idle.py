@@ -1,8 +1,8 @@
 """CPU time of a master and its workers while every job is idle.
 
 Starts ``cubemux start DIR`` with one job file per consumer of an empty queue
-(default loop_delay), waits until every worker runs, then reads the CPU time
-(utime + stime) of the master and its workers from /proc/PID/stat at the
+(default loop_delay) and waits until every worker runs. Then it reads the CPU
+time (utime + stime) of the master and its workers from /proc/PID/stat at the
 start and at the end of the measured interval. The database server's CPU
 time is reported apart.
 """

@@ -1,11 +1,11 @@
 """Benchmark cubemux's worker against a per-statement reference.
 
-Starts a private PostgreSQL cluster (unix socket only) in a temporary folder,
-builds a reproducible workload of logutriga events per mode, and measures on
-the same batch, each in a process of its own: the raw PgQ read rate, the raw
-COPY rate of the same rows, cubemux's worker and the per-statement reference.
-Then it measures the CPU that a master with idle jobs costs. The cluster is
-stopped and removed at the end.
+Starts a private PostgreSQL cluster (unix socket only) in a temporary folder
+and builds a reproducible workload of logutriga events per mode. On the same
+batch it measures, each in a process of its own, the raw PgQ read rate, the
+raw COPY rate of the same rows, cubemux's worker and the per-statement
+reference. Then it measures the CPU time that a master with idle jobs costs.
+The cluster is stopped and removed at the end.
 
 Usage: .venv/bin/python benchmarks/run.py --events 1000000
 """
@@ -40,7 +40,7 @@ CONSUMERS = {kind: "bench_" + kind for kind in KINDS}
 
 # Server settings of the benchmark's cluster, on top of devcluster's (fsync
 # off, unix socket only). Autovacuum is off so that it does not start in the
-# middle of a measurement; checkpoints are spaced so that none lands in one.
+# middle of a measurement, and checkpoints are spaced so that none lands in one.
 CLUSTER_SETTINGS = """
 shared_buffers = '256MB'
 max_wal_size = '8GB'
