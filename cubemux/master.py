@@ -36,6 +36,15 @@ DEFAULT_GRACEFUL_TIMEOUT = 30.0
 # The loop wakes at least this often (seconds) to check timeouts.
 LOOP_TIMEOUT = 1.0
 
+# Worker reports wait in their pipes up to this long (seconds) after the last
+# read, so fifty workers' beats wake the loop a few times a second instead of
+# dozens. Signals and control requests still wake it at once.
+REPORT_COALESCE = 0.25
+
+# The status snapshot is rebuilt at least this often (seconds), and at once
+# when a job's state, pid or restart count changes.
+SNAPSHOT_INTERVAL = 0.5
+
 # Seconds that a control request waits for the loop to execute it.
 REQUEST_TIMEOUT = 10.0
 
@@ -87,6 +96,9 @@ class Master:
         self.started_at = None
         # Every job's JobStatus, replaced as a whole on each pass of the loop.
         self.snapshot = ()
+        self.snapshot_shape = None
+        self.snapshot_at = 0.0
+        self.reports_read_at = 0.0
 
     # Main loop.
 
@@ -124,7 +136,7 @@ class Master:
             self.control_server.serve(self.handle_control_request)
         log.info("started master pid %d for %s", self.pid, self.directory)
         self.reload(first=True)
-        self.publish_snapshot()
+        self.publish_snapshot(force=True)
         if self.on_started is not None:
             self.on_started()
 
@@ -516,20 +528,38 @@ class Master:
 
     def wait_for_reports(self, timeout):
         """Wait for reports, signals or requests, and read the reports."""
+        quiet = self.reports_read_at + REPORT_COALESCE - self.system.monotonic()
+        if quiet > 0:
+            woken = self.system.poll([self.wake_read], min(timeout, quiet))
+            if self.wake_read in woken:
+                _drain(self.wake_read)
+                return
+            timeout = max(0.0, timeout - quiet)
         fds = {slot.report_fd: slot for slot in self.slots.values()
                if slot.report_fd is not None}
         for fd in self.system.poll([self.wake_read, *fds], timeout):
             if fd == self.wake_read:
                 _drain(self.wake_read)
             elif fd in fds and fds[fd].report_fd == fd:
-                fds[fd].read_reports(self.system.monotonic())
+                self.reports_read_at = self.system.monotonic()
+                fds[fd].read_reports(self.reports_read_at)
 
     # Requests from other threads.
 
-    def publish_snapshot(self):
-        """Replace ``snapshot`` with a fresh copy of every job's record."""
+    def publish_snapshot(self, force=False):
+        """Replace ``snapshot`` with a fresh copy of every job's record.
+
+        Without FORCE, only when a job changed or SNAPSHOT_INTERVAL has passed.
+        """
         now = self.system.monotonic()
         slots = sorted(self.slots.values(), key=lambda slot: slot.path)
+        shape = tuple((slot.path, slot.state, slot.pid, slot.restarts)
+                      for slot in slots)
+        if (not force and shape == self.snapshot_shape
+                and now - self.snapshot_at < SNAPSHOT_INTERVAL):
+            return
+        self.snapshot_shape = shape
+        self.snapshot_at = now
         self.snapshot = tuple(slot.status(now) for slot in slots)
 
     def status(self):
