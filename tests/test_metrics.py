@@ -272,6 +272,25 @@ def collect(*slots, clock=time.time):
     return text, parse_samples(text)
 
 
+def test_collector_counts_feature_reports(tmp_path):
+    slot = load_slot(tmp_path, "orders")
+    slot.handle_report(batch_report(events_skipped=4, dead_letters=2, columns_added=1,
+                                    values_dropped=7), 1.0)
+    slot.handle_report(batch_report(dead_letters=1), 2.0)
+    slot.handle_report({"kind": "retention", "action": "drop", "count": 3}, 3.0)
+    slot.handle_report({"kind": "retention", "action": "detach", "count": 1}, 4.0)
+    _, samples = collect(slot)
+
+    assert sample(samples, "cubemux_events_skipped_total", job="orders") == 4
+    assert sample(samples, "cubemux_dead_letters_total", job="orders") == 3
+    assert sample(samples, "cubemux_columns_added_total", job="orders") == 1
+    assert sample(samples, "cubemux_values_dropped_total", job="orders") == 7
+    assert sample(samples, "cubemux_partitions_retired_total", job="orders",
+                  action="drop") == 3
+    assert sample(samples, "cubemux_partitions_retired_total", job="orders",
+                  action="detach") == 1
+
+
 def test_collector_adds_up_batch_reports(tmp_path):
     slot = load_slot(tmp_path, "orders")
     slot.handle_report(batch_report(seconds=0.2), 1.0)
