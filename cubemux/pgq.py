@@ -80,10 +80,13 @@ def iter_events(conn, batch_id, fetch_size=FETCH_SIZE, ordered=False):
     batch). The set-based apply needs no order, because it orders the
     versions of a key by ev_id itself.
 
-    A thread of its own fetches the next chunk while the caller works on
+    A thread of its own fetches the next chunks while the caller works on
     the current one. The cursor lives in the current transaction, so
     nothing may use CONN until the iteration ends or the generator is
-    closed.
+    closed. A caller that stops early must close the generator before it
+    rolls back CONN: closing waits for the fetches already asked for, and a
+    fetch that ran after the rollback would fail and leave CONN in an
+    aborted transaction.
     """
     with conn.cursor() as cur:
         cur.execute("select pgq.batch_event_sql(%s)", (batch_id,))
@@ -148,12 +151,12 @@ class _Fetcher:
     def _run(self):
         cur = self.conn.cursor()
         while self.requests.get():
-            # A caller that failed has rolled back or closed the connection.
-            # A FETCH now would fail in a new transaction and leave that
-            # transaction aborted, so the thread ends instead.
+            # A caller that failed without closing the generator may have
+            # rolled back or closed the connection. A FETCH now would fail in
+            # a new transaction and leave it aborted, so the thread ends.
             # NOTE: the check and the FETCH are not atomic, so a rollback in
-            # between still lets that FETCH fail. A caller that closes the
-            # generator before it rolls back is safe.
+            # between still lets that FETCH fail. Closing the generator
+            # first, as iter_events asks, avoids both.
             if (self.conn.closed or self.conn.info.transaction_status
                     != psycopg2.extensions.TRANSACTION_STATUS_INTRANS):
                 self.results.put(RuntimeError(

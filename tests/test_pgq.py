@@ -39,15 +39,15 @@ def test_iter_events_ordered_by_ev_id(setup):
     assert len(ev_ids) == 500
 
 
-def test_iter_events_abandoned_then_rolled_back(setup):
+def test_iter_events_closed_then_rolled_back(setup):
     conn, batch = _batch_of(setup, 1000)
     events = pgq.iter_events(conn, batch.batch_id, fetch_size=10)
     with pytest.raises(RuntimeError):
         for number, _row in enumerate(events):
             if number == 15:
                 raise RuntimeError("the caller failed")
-    conn.rollback()
     events.close()
+    conn.rollback()
 
     with conn.cursor() as cur:
         cur.execute("select 1")
