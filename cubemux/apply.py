@@ -24,7 +24,8 @@ log = logging.getLogger(__name__)
 FLUSH_EVENTS = 5000
 
 # Rows that one read() of the COPY input encodes. psycopg2 sends each read
-# before it calls the next, so the server parses them while the next encode.
+# before it calls the next, so the server parses them while the next rows
+# are encoded.
 ROWS_PER_READ = 256
 
 # (parent table, columns) whose dropped values this process has logged.

@@ -13,7 +13,7 @@ log = logging.getLogger(__name__)
 CURSOR_NAME = "cubemux_batch"
 FETCH_SIZE = 2000
 
-# Chunks that iter_events asks for before the caller needs them. The thread
+# Chunks that iter_events requests before the caller needs them. The thread
 # that fetches them needs the GIL to convert each chunk, so one chunk ahead
 # often arrives late.
 FETCH_AHEAD = 2
@@ -156,7 +156,7 @@ class _Fetcher:
             # a new transaction and leave it aborted, so the thread ends.
             # NOTE: the check and the FETCH are not atomic, so a rollback in
             # between still lets that FETCH fail. Closing the generator
-            # first, as iter_events asks, avoids both.
+            # first, as the iter_events docstring requires, avoids both.
             if (self.conn.closed or self.conn.info.transaction_status
                     != psycopg2.extensions.TRANSACTION_STATUS_INTRANS):
                 self.results.put(RuntimeError(
