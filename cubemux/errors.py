@@ -1,7 +1,7 @@
 """Error classes and the exit codes that a worker reports to the master."""
 
 # Worker exit codes. The master restarts a worker after EXIT_CRASH with a
-# backoff, and holds the job in the fatal state after the others until the
+# backoff, and keeps the job in the fatal state after the others until the
 # operator acts.
 EXIT_OK = 0
 EXIT_CRASH = 1

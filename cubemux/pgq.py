@@ -213,8 +213,8 @@ def _queue_lock_key(queue, consumer):
 def try_queue_lock(conn, queue, consumer):
     """Take the session advisory lock of QUEUE and CONSUMER if it is free.
 
-    The worker that holds it is the one that applies the queue. Return True
-    when this session holds it now. Commits.
+    Only the worker whose session has it applies the queue. Return True when
+    this session has it now. Commits.
     """
     with conn.cursor() as cur:
         cur.execute("select pg_try_advisory_lock(hashtext(%s))",

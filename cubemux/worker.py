@@ -184,7 +184,7 @@ class Worker:
                                       self.job.pgq_consumer_id)
         if acquired:
             if self.lock_holder is not None or self._waiting:
-                log.info("took over queue %s: no other worker holds it now",
+                log.info("took over queue %s: no other worker has its lock now",
                          self.job.pgq_queue_name)
             self.lock_holder = src
             self._set_waiting(False)

@@ -27,4 +27,6 @@ def test_job_file_garbage_gives_config_error(tmp_path_factory, content):
     except ConfigError as error:
         assert str(path) in str(error)
         return
-    assert job.src_db and job.dst_db and job.pgq_queue_name
+    assert job.src_db
+    assert job.dst_db
+    assert job.pgq_queue_name
