@@ -113,6 +113,16 @@ class Bench:
     def stop(self):
         self.cluster.destroy()
 
+    def settle(self):
+        """Write out what earlier steps left in memory, before a measurement.
+
+        Otherwise the server and the kernel write the previous step's rows
+        and WAL while the next measurement runs, and slow it down.
+        """
+        with self.connect(self.cluster.dsn()) as conn, conn.cursor() as cur:
+            cur.execute("checkpoint")
+        os.sync()
+
     @staticmethod
     def connect(dsn):
         conn = psycopg2.connect(dsn)
@@ -220,6 +230,7 @@ def measure_mode(bench, mode, args):
                     "consumer": CONSUMERS[kind], "mode": mode}
         if kind == "worker":
             settings["job_file"] = bench.job_file(mode, queue, dst_db)
+        bench.settle()
         result = run_measurement(kind, settings)
         result["events_per_second"] = result["events"] / result["seconds"]
         results[kind] = result
