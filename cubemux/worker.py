@@ -1,5 +1,6 @@
 """The consumer loop of one job: next batch, apply its events, finish it."""
 
+import contextlib
 import datetime
 import logging
 import threading
@@ -224,27 +225,29 @@ class Worker:
         # A truncate must land between the events around it, so it needs the
         # batch in ev_id order. Otherwise the server may skip sorting it.
         ordered = self.on_truncate == "truncate"
-        for ev_id, ev_time, ev_type, ev_data, extra1, extra2 in pgq.iter_events(
-                src, batch.batch_id, ordered=ordered):
-            seen += 1
-            if seen % BEAT_EVERY_EVENTS == 0:
-                self.reporter.beat(batch_id=batch.batch_id)
-            try:
-                if ev_type == TRUNCATE_TYPE and self.on_truncate != "error":
-                    self._truncate(writer, router, ev_id, ev_time, extra1)
-                    continue
-                event = decode_event(ev_id, ev_type, ev_data, extra1, extra2)
-                name = router.route(event, ev_time)
-                if name is not None:
-                    writer.add(event, name)
-            except (EventError, PartitionError) as error:
-                if job.on_error != "deadletter":
-                    raise
-                writer.set_aside(ev_id, describe_error(error, job))
+        # Closed before any rollback, so the fetch thread is done with SRC.
+        with contextlib.closing(pgq.iter_events(src, batch.batch_id,
+                                                ordered=ordered)) as events:
+            for ev_id, ev_time, ev_type, ev_data, extra1, extra2 in events:
+                seen += 1
+                if seen % BEAT_EVERY_EVENTS == 0:
+                    self.reporter.beat(batch_id=batch.batch_id)
+                try:
+                    if ev_type == TRUNCATE_TYPE and self.on_truncate != "error":
+                        self._truncate(writer, router, ev_id, ev_time, extra1)
+                        continue
+                    event = decode_event(ev_id, ev_type, ev_data, extra1, extra2)
+                    name = router.route(event, ev_time)
+                    if name is not None:
+                        writer.add(event, name)
+                except (EventError, PartitionError) as error:
+                    if job.on_error != "deadletter":
+                        raise
+                    writer.set_aside(ev_id, describe_error(error, job))
         counts = writer.finish()
         if writer.dead:
-            events = deadletter.fetch_events(src, batch.batch_id, writer.dead)
-            deadletter.store(dst, job, batch, events, writer.dead)
+            dead_events = deadletter.fetch_events(src, batch.batch_id, writer.dead)
+            deadletter.store(dst, job, batch, dead_events, writer.dead)
 
         tracking.set_last_tick(dst, job.pgq_consumer_id, batch.tick_id)
         dst.commit()
