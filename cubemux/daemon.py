@@ -3,7 +3,7 @@
 import os
 import sys
 
-# What the daemon writes into the readiness pipe once it runs.
+# The line the daemon writes into the readiness pipe once it runs.
 _READY = b"ready\n"
 
 

@@ -1,8 +1,8 @@
 """The master's HTTP endpoint: /metrics for Prometheus and /healthz.
 
 The server runs in a thread of the master and reads the job records through
-a callable, so it never blocks the master's loop. It opens no database
-connection: every figure comes from the workers' reports.
+a callable, so it does not wait for the master's loop. This module opens no
+database connection: every figure comes from the workers' reports.
 """
 
 import http.server

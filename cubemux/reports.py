@@ -1,10 +1,10 @@
 """Messages from a worker to its master over a pipe, one JSON object a line.
 
 A worker sends ``beat`` every few seconds from a thread of its own, so the
-master hears from it in the middle of a long batch, ``started`` once it is
-connected and registered, ``queue`` with PgQ's lag figures, ``standby``
-while another worker holds the queue's lock, and ``batch`` after each
-finished batch.
+master gets reports from it in the middle of a long batch. It also sends
+``started`` once it is connected and registered, ``queue`` with PgQ's lag
+figures, ``standby`` while another worker has the queue's lock, ``batch``
+after each finished batch and ``retention`` after retiring partitions.
 """
 
 import errno

@@ -2,10 +2,10 @@
 
 skytools' C module ``_cquoting`` decodes a whole ``name=value&...`` row in
 one call, about five times faster than decoding field by field in Python.
-Its rules match cubemux's own decoder (events.decode_row) for every row that
-it accepts: ``+`` is a space, ``%XX`` in either case is a byte, a name
-without ``=`` is NULL, empty pieces between ``&`` are skipped, and when a
-name repeats, the last value wins at the first position. For everything else
+For every row that it accepts, its rules match cubemux's own decoder
+(events.decode_row). ``+`` is a space and ``%XX`` in either case is a byte.
+A name without ``=`` is NULL and empty pieces between ``&`` are skipped.
+When a name repeats, the last value wins at the first position. For everything else
 ``decode_row`` returns None and the caller decodes the row in Python, which
 raises the precise error: malformed escapes, bytes that are not UTF-8, text
 that cannot be encoded as UTF-8, empty names, and a raw ``=`` inside a
