@@ -15,6 +15,7 @@ import psycopg2
 from psycopg2 import sql
 
 from cubemux import copytext
+from cubemux.copysend import CopyJob, CopySender
 from cubemux.errors import EventError
 
 log = logging.getLogger(__name__)
@@ -86,14 +87,17 @@ class _CopyInput:
     def read(self, size):
         start = self.position
         self.position = start + ROWS_PER_READ
-        chunk = self.events[start:self.position]
-        encode = copytext.encode_fields
-        if self.colset is None:
-            return "".join([encode(event.values) + "\n" for event in chunk])
-        colset = self.colset
-        return "".join(["%s\t%d\t%s\t%d\n" % (encode(event.values), event.ev_id,
-                                                 event.op, colset)
-                        for event in chunk])
+        return encode_rows(self.events[start:self.position], self.colset)
+
+
+def encode_rows(events, colset=None):
+    """Return the COPY text of EVENTS. A COLSET adds the stage's columns."""
+    encode = copytext.encode_fields
+    if colset is None:
+        return "".join([encode(event.values) + "\n" for event in events])
+    return "".join(["%s\t%d\t%s\t%d\n" % (encode(event.values), event.ev_id,
+                                             event.op, colset)
+                    for event in events])
 
 
 class _Target:
@@ -120,11 +124,17 @@ class _Target:
 
 
 class BatchWriter:
-    """Collects a batch's events and writes them in the destination transaction."""
+    """Collects a batch's events and writes them in the destination transaction.
+
+    With BACKGROUND, a thread of its own runs the COPY statements (see
+    copysend), so the caller must not use CONN between add() and finish(),
+    and must call close() before it rolls back CONN after a failure.
+    """
 
     def __init__(self, conn, mode, partitioner, on_new_column="error",
-                 on_error="stop"):
+                 on_error="stop", background=False):
         self.conn = conn
+        self.sender = CopySender(conn) if background else None
         self.mode = mode
         self.partitioner = partitioner
         self.on_new_column = on_new_column
@@ -161,6 +171,7 @@ class BatchWriter:
         target = _Target(event.schema, event.table, name, event.pkeys, None)
         if self.mode == "keep_latest":
             self._check_keys(event, target)
+        self._sync()
         if self.partitioner.ensure(event.schema, event.table, name, event.pkeys,
                                    event.ev_id):
             self.counts.partitions_created += 1
@@ -243,6 +254,7 @@ class BatchWriter:
         The statements run in the batch's transaction, so a batch that rolls
         back takes the columns back too.
         """
+        self._sync()
         tables = [sql.Identifier(target.schema, target.parent)]
         if target.name != target.parent:
             tables.append(target.identifier())
@@ -264,6 +276,7 @@ class BatchWriter:
 
         Rows buffered or copied earlier in the batch are dropped with it.
         """
+        self._sync()
         target = self.targets.get((event.schema, name))
         if target is not None:
             for buffer in target.buffers.values():
@@ -342,7 +355,11 @@ class BatchWriter:
             into, sql.SQL(", ").join(columns))
         events = buffer.take()
         colset = None if self.mode == "keep_all" else buffer.colset
-        if self.on_error == "deadletter":
+        if self.sender is not None:
+            self.sender.send(CopyJob(
+                statement.as_string(self.conn), encode_rows(events, colset), events,
+                target, colset, savepoint=self.on_error == "deadletter"))
+        elif self.on_error == "deadletter":
             events = self._copy_setting_aside(statement, events, colset, target)
         else:
             try:
@@ -354,6 +371,36 @@ class BatchWriter:
 
         if self.mode == "keep_all":
             self.counts.add_rows("inserted", target.parent_label, len(events))
+
+    def _sync(self):
+        """Wait for the COPY thread's statements, so that CONN is free again.
+
+        A row that the destination rejected raises EventError, or under
+        on_error = deadletter is set aside, and the rest is copied again.
+        """
+        if self.sender is None:
+            return
+        while True:
+            job, error, unsent = self.sender.drain()
+            if job is None:
+                return
+            if not isinstance(error, (psycopg2.DataError, psycopg2.IntegrityError)):
+                raise error
+            if self.on_error != "deadletter":
+                raise self._row_error(error, job.target, job.events) from error
+            statement = sql.SQL(job.statement)
+            copied = self._copy_setting_aside(statement, job.events, job.colset,
+                                              job.target)
+            if self.mode == "keep_all":
+                self.counts.add_rows("inserted", job.target.parent_label,
+                                     len(copied) - len(job.events))
+            for later in unsent:
+                self.sender.send(later)
+
+    def close(self):
+        """End the COPY thread, abandoning its work. Call it before a rollback."""
+        if self.sender is not None:
+            self.sender.close(abort=True)
 
     def _copy_setting_aside(self, statement, events, colset, target):
         """COPY EVENTS, setting aside each row that the destination rejects.
@@ -395,6 +442,9 @@ class BatchWriter:
     def finish(self):
         """Flush the rest and, under keep_latest, apply the stage tables."""
         self.flush()
+        self._sync()
+        if self.sender is not None:
+            self.sender.close()
         if self.mode == "keep_latest":
             for target in self.targets.values():
                 self._apply_latest(target)

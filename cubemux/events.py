@@ -160,6 +160,26 @@ def split_keys(key_list, columns):
 
 def decode_event(ev_id, ev_type, ev_data, ev_extra1, ev_extra2=None):
     """Decode one logutriga event. Raise EventError for any other event type."""
+    head = _HEADS.get((ev_type, ev_extra1))
+    if head is None:
+        head = _head(ev_id, ev_type, ev_data, ev_extra1, ev_extra2)
+    op, schema, table, key_list, pkeys = head
+    decoded = rowdecode.decode_row(ev_data) if ev_data else None
+    if decoded is None:
+        decoded = decode_row(ev_data, ev_id, ev_extra1)
+    columns, values = decoded
+    if pkeys is None:
+        pkeys = split_keys(key_list, columns)
+    return Event(ev_id, op, schema, table, pkeys, columns, values)
+
+
+# Cache of decode_event: for each (ev_type, ev_extra1), the operation, schema,
+# table and key list, and the key tuple when splitting it needs no columns.
+_HEADS = {}
+_HEADS_LIMIT = 10000
+
+
+def _head(ev_id, ev_type, ev_data, ev_extra1, ev_extra2):
     op, colon, key_list = (ev_type or "").partition(":")
     if op not in OPERATIONS:
         raise EventError(_unsupported_type(ev_type), ev_id, ev_extra1)
@@ -172,18 +192,16 @@ def decode_event(ev_id, ev_type, ev_data, ev_extra1, ev_extra2=None):
                 ev_id, ev_extra1)
         # Older producers put the key list in ev_extra2.
         key_list = ev_extra2 or ""
-
     schema, table = split_table(ev_extra1, ev_id)
-    columns, values = decode_row(ev_data, ev_id, ev_extra1)
-    return Event(
-        ev_id=ev_id,
-        op=op,
-        schema=schema,
-        table=table,
-        pkeys=split_keys(key_list, columns),
-        columns=columns,
-        values=values,
-    )
+    pkeys = None if "," in key_list else split_keys(key_list, ())
+    head = (op, schema, table, key_list, pkeys)
+    # Without a colon the keys come from ev_extra2 and the check above
+    # depends on ev_data, so only types with a colon are remembered.
+    if colon:
+        if len(_HEADS) >= _HEADS_LIMIT:
+            _HEADS.clear()
+        _HEADS[(ev_type, ev_extra1)] = head
+    return head
 
 
 def _unsupported_type(ev_type):

@@ -19,11 +19,9 @@ class FieldMap:
         self.renames = dict(fields) if fields else None
         self.skipped = frozenset(job.skip_fields or ())
         self.keep_latest = job.mode == "keep_latest"
+        self.filters_ops = self.event_types != frozenset("IUD")
+        self.changes_columns = self.renames is not None or bool(self.skipped)
         self._plans = {}
-
-    @property
-    def changes_columns(self):
-        return self.renames is not None or bool(self.skipped)
 
     def wants(self, op):
         """Return True when the job applies events of operation OP."""

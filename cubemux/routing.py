@@ -43,6 +43,9 @@ class Router:
         self.job = job
         self.fields = FieldMap(job)
         self.naming = Naming(job, zone)
+        self.per_event = self.naming.per_event
+        # Whether route() needs each event's ev_time.
+        self.uses_event_time = self.per_event and self.naming.mode == "event_time"
         self.partitioner = partitioner
         self.retention_period = job.retention_period
         self.ignore_old = bool(job.ignore_old_events and self.retention_period)
@@ -66,23 +69,25 @@ class Router:
 
     def route(self, event, ev_time):
         """Map EVENT in place and return its partition name, or SKIP."""
-        if not self.fields.wants(event.op):
+        fields = self.fields
+        if fields.filters_ops and event.op not in fields.event_types:
             self.skipped += 1
             return SKIP
-        event.schema, event.table = self.fields.destination(event.schema, event.table)
-        self.fields.apply(event)
+        if fields.tables:
+            event.schema, event.table = fields.destination(event.schema, event.table)
+        if fields.changes_columns:
+            fields.apply(event)
 
-        if self.naming.per_event:
+        if self.per_event:
             moment = self.naming.event_moment(event, ev_time)
             suffix = self.naming.suffix(moment)
         else:
             moment = self.batch.batch_end
             suffix = self.batch.suffix
-        key = (event.schema, event.table, suffix)
-        routed = self._names.get(key)
+        routed = self._names.get((event.schema, event.table, suffix))
         if routed is None:
             routed = self._new_partition(event, suffix, moment)
-            self._names[key] = routed
+            self._names[(event.schema, event.table, suffix)] = routed
         name, old = routed
         if old:
             self.skipped += 1

@@ -3,6 +3,7 @@
 import contextlib
 import datetime
 import logging
+import sys
 import threading
 import time
 
@@ -25,6 +26,11 @@ TRUNCATE_TYPE = "R"
 
 # Read the queue's lag figures from PgQ at most this often, in seconds.
 QUEUE_FIGURES_INTERVAL = 5.0
+
+# How long, in seconds, a thread may hold the GIL while another waits for it.
+# A batch's fetch and COPY threads need it briefly after each network wait.
+# With Python's default of 5 ms, they would often wait behind the decoding thread.
+SWITCH_INTERVAL = 0.0005
 
 
 class Reporter:
@@ -91,6 +97,8 @@ class Worker:
     def start(self):
         """Connect, register the consumer and check the tracking schema."""
         job = self.job
+        # The worker's process is its own, so the setting affects no other job.
+        sys.setswitchinterval(SWITCH_INTERVAL)
         src = self.src.get()
         dst = self.dst.get()
         if not tracking.schema_installed(dst):
@@ -218,7 +226,16 @@ class Worker:
             return None
 
         writer = BatchWriter(dst, job.mode, self.partitioner,
-                             on_new_column=job.on_new_column, on_error=job.on_error)
+                             on_new_column=job.on_new_column, on_error=job.on_error,
+                             background=True)
+        try:
+            return self._apply(src, dst, batch, writer)
+        finally:
+            # Ends the COPY thread before anything else uses DST.
+            writer.close()
+
+    def _apply(self, src, dst, batch, writer):
+        job = self.job
         router = self.router
         router.start_batch(batch)
         seen = 0
@@ -226,8 +243,9 @@ class Worker:
         # batch in ev_id order. Otherwise the server may skip sorting it.
         ordered = self.on_truncate == "truncate"
         # Closed before any rollback, so the fetch thread is done with SRC.
-        with contextlib.closing(pgq.iter_events(src, batch.batch_id,
-                                                ordered=ordered)) as events:
+        with contextlib.closing(pgq.iter_events(
+                src, batch.batch_id, ordered=ordered,
+                with_time=router.uses_event_time)) as events:
             for ev_id, ev_time, ev_type, ev_data, extra1, extra2 in events:
                 seen += 1
                 if seen % BEAT_EVERY_EVENTS == 0:

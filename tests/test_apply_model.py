@@ -7,6 +7,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import drain
+from cubemux import apply
 from test_worker import last_suffix
 
 DEFAULTS = {"a": None, "b": "dflt"}
@@ -58,6 +59,11 @@ def model_all(sequence):
     return sorted(rows, key=repr)
 
 
+# Events per COPY: a few, so that a batch is several COPY statements sent by
+# the writer's thread, or the default, so that it is one per column set.
+FLUSHES = st.sampled_from([3, apply.FLUSH_EVENTS])
+
+
 @pytest.fixture
 def model_setup(setup):
     setup.dst_exec("create table public.m (id int primary key, a text,"
@@ -76,9 +82,11 @@ def _send(setup, table, sequence):
 
 @settings(max_examples=40, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(sequence=events, split=st.integers(min_value=0, max_value=25))
-def test_keep_latest_matches_model(model_setup, sequence, split):
+@given(sequence=events, split=st.integers(min_value=0, max_value=25),
+       flush=FLUSHES)
+def test_keep_latest_matches_model(model_setup, monkeypatch, sequence, split, flush):
     setup = model_setup
+    monkeypatch.setattr(apply, "FLUSH_EVENTS", flush)
     worker = setup.worker("latest", mode="keep_latest")
     try:
         worker.start()
@@ -96,9 +104,11 @@ def test_keep_latest_matches_model(model_setup, sequence, split):
 
 @settings(max_examples=25, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(sequence=events.map(lambda seq: [event for event in seq if event[0] != "D"]))
-def test_keep_all_matches_model(model_setup, sequence):
+@given(sequence=events.map(lambda seq: [event for event in seq if event[0] != "D"]),
+       flush=FLUSHES)
+def test_keep_all_matches_model(model_setup, monkeypatch, sequence, flush):
     setup = model_setup
+    monkeypatch.setattr(apply, "FLUSH_EVENTS", flush)
     worker = setup.worker("all", mode="keep_all")
     try:
         worker.start()
