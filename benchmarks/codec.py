@@ -1,9 +1,10 @@
 """Measure url-decoding and COPY encoding of the benchmark's rows, in-process.
 
 Prints microseconds per row for decoding ev_data field by field in Python
-and as a whole row with skytools' C decoder, and for COPY encoding field by
-field and with the whole-line check. The rows are those that the wide and
-narrow tables of the workload produce. Needs no database.
+and as a whole row with skytools' C decoder, for COPY encoding field by
+field and with the whole-line check, and for cubemux's C encoder, which
+turns ev_data into the COPY line in one step. The rows are those that the
+wide and narrow tables of the workload produce. Needs no database.
 
 Usage: .venv/bin/python benchmarks/codec.py
 """
@@ -14,7 +15,7 @@ import timeit
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from cubemux import copytext, events, rowdecode  # noqa: E402
+from cubemux import _rowcopy, copytext, events, rowdecode  # noqa: E402
 
 # ev_data as logutriga writes it for rows of the workload's tables.
 ROWS = {
@@ -60,13 +61,14 @@ def main():
     decoders = {"Python": python_decode, "skytools": rowdecode.decode_row}
     print("microseconds per row; decode with each decoder, then COPY encoding")
     print("%-16s" % "row" + "".join("%11s" % name for name in decoders)
-          + "%11s%11s" % ("per field", "per line"))
+          + "%11s%11s%11s" % ("per field", "per line", "C line"))
     for name, data in ROWS.items():
         values = python_decode(data)[1]
         figures = [per_row(lambda decode=decode: decode(data))
                    for decode in decoders.values()]
         figures.append(per_row(lambda: per_field_encode(values)))
         figures.append(per_row(lambda: copytext.encode_row(values)))
+        figures.append(per_row(lambda: _rowcopy.encode(data)))
         print("%-16s" % name + "".join("%11.2f" % figure for figure in figures))
 
 

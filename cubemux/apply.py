@@ -94,10 +94,12 @@ def encode_rows(events, colset=None):
     """Return the COPY text of EVENTS. A COLSET adds the stage's columns."""
     encode = copytext.encode_fields
     if colset is None:
-        return "".join([encode(event.values) + "\n" for event in events])
-    return "".join(["%s\t%d\t%s\t%d\n" % (encode(event.values), event.ev_id,
-                                             event.op, colset)
-                    for event in events])
+        return "".join([(encode(event.values) if event.line is None else event.line)
+                        + "\n" for event in events])
+    tail = "\t%d\n" % colset
+    return "".join(["%s\t%d\t%s%s" % (
+        encode(event.values) if event.line is None else event.line,
+        event.ev_id, event.op, tail) for event in events])
 
 
 class _Target:

@@ -18,6 +18,14 @@ from urllib.parse import unquote_to_bytes
 from cubemux import rowdecode
 from cubemux.errors import EventError
 
+try:
+    from cubemux import _rowcopy
+except ImportError:
+    _rowcopy = None
+
+# Whether decode_event_line can skip the value objects in this build.
+LINES_AVAILABLE = _rowcopy is not None
+
 OPERATIONS = frozenset("IUD")
 
 _BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
@@ -38,7 +46,10 @@ class Event:
     table: str
     pkeys: tuple
     columns: tuple
-    values: list
+    values: list | None
+    # The values as one COPY text line, from decode_event_line. Then values
+    # is None.
+    line: str | None = None
 
     @property
     def qualified_table(self):
@@ -171,6 +182,50 @@ def decode_event(ev_id, ev_type, ev_data, ev_extra1, ev_extra2=None):
     if pkeys is None:
         pkeys = split_keys(key_list, columns)
     return Event(ev_id, op, schema, table, pkeys, columns, values)
+
+
+def decode_event_line(ev_id, ev_type, ev_data, ev_extra1, ev_extra2=None):
+    """Decode one event into its columns and its values as a COPY text line.
+
+    This needs no Python object per value. A row that the C encoder does
+    not take, or a build without it, is decoded by decode_event instead.
+    """
+    encoded = _rowcopy.encode(ev_data) if _rowcopy is not None and ev_data else None
+    if encoded is None:
+        return decode_event(ev_id, ev_type, ev_data, ev_extra1, ev_extra2)
+    names, line = encoded
+    columns = _SHAPES.get(names)
+    if columns is None:
+        columns = _shape(names)
+    if not columns:
+        return decode_event(ev_id, ev_type, ev_data, ev_extra1, ev_extra2)
+
+    head = _HEADS.get((ev_type, ev_extra1))
+    if head is None:
+        head = _head(ev_id, ev_type, ev_data, ev_extra1, ev_extra2)
+    op, schema, table, key_list, pkeys = head
+    if pkeys is None:
+        pkeys = split_keys(key_list, columns)
+    return Event(ev_id, op, schema, table, pkeys, columns, None, line)
+
+
+# Columns of the encoded names that _rowcopy.encode returns, or () when the
+# row must be decoded in Python: a name repeats, or a name is malformed.
+_SHAPES = {}
+
+
+def _shape(names):
+    try:
+        columns, _ = decode_row(names)
+    except EventError:
+        columns = ()
+    # decode_row merges a repeated name, which leaves fewer columns than names.
+    if len(columns) != names.count("&") + 1:
+        columns = ()
+    if len(_SHAPES) >= _HEADS_LIMIT:
+        _SHAPES.clear()
+    _SHAPES[names] = columns
+    return columns
 
 
 # Cache of decode_event: for each (ev_type, ev_extra1), the operation, schema,
