@@ -69,3 +69,10 @@ def test_line_has_no_value_objects():
     assert event.line == "3\ta b\t\\N"
     assert event.columns == ("id", "name", "note")
     assert event.pkeys == ("id",)
+
+
+def test_without_c_encoder_values_are_decoded(monkeypatch):
+    monkeypatch.setattr(events, "_rowcopy", None)
+    event = events.decode_event_line(1, "U:id", "id=3&name=a+b&note", "s.t")
+    assert event.line is None
+    assert event.values == ["3", "a b", None]
