@@ -103,15 +103,22 @@ def _run_worker(worker):
     try:
         worker.run()
     except CubemuxError as error:
-        log.error("%s", describe_error(error, job))
-        return error.exit_code
+        reason = describe_error(error, job)
+        log.error("%s", reason)
+        code = error.exit_code
     except psycopg2.Error as error:
-        log.error("database error: %s", describe_error(error, job))
-        return EXIT_CRASH
-    except Exception:
+        reason = "database error: %s" % describe_error(error, job)
+        log.error("%s", reason)
+        code = EXIT_CRASH
+    except Exception as error:
+        reason = "unexpected error: %s" % describe_error(error, job)
         log.exception("unexpected error")
-        return EXIT_CRASH
-    return None
+        code = EXIT_CRASH
+    else:
+        return None
+    # The master shows it in the job's status while the job waits.
+    worker.reporter.failed(reason)
+    return code
 
 
 def _reload(worker, signals, reload_job, on_worker):

@@ -106,6 +106,8 @@ class JobSlot:
         self.batch_durations = metrics.DurationHistogram()
         self.errors = {}
         self.queue_figures = None
+        # What the current worker reported as the cause of its failure.
+        self.failure = None
         self._totals_copy = (None, None)
 
     @property
@@ -149,6 +151,7 @@ class JobSlot:
         self.batch_open_since = None
         self.standby = False
         self.queue_figures = None
+        self.failure = None
 
     def worker_gone(self, now):
         """Read the last reports of the exited worker and forget its process.
@@ -209,6 +212,8 @@ class JobSlot:
             self.standby = bool(message.get("waiting"))
         elif kind == "batch":
             self.count_batch(message)
+        elif kind == "error":
+            self.failure = str(message.get("reason") or "")[:reports.MAX_REASON]
         elif kind == "retention":
             retired = self.totals["partitions_retired"]
             action = message.get("action")

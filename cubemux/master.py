@@ -425,6 +425,8 @@ class Master:
         pid = slot.pid
         healthy_for = slot.worker_gone(self.system.monotonic())
         exited = "exited: worker pid %d, %s" % (pid, description)
+        if slot.failure:
+            exited = "%s: %s" % (exited, slot.failure)
 
         if slot.removed:
             slot.change_state(states.STOPPED, exited)

@@ -38,6 +38,10 @@ def beat_interval(worker_timeout):
     return min(BEAT_INTERVAL, worker_timeout / BEATS_PER_TIMEOUT)
 
 
+# Characters of a failure's text that a worker sends to the master.
+MAX_REASON = 500
+
+
 class PipeReporter(Reporter):
     """Writes a worker's reports into the pipe to the master.
 
@@ -134,6 +138,9 @@ class PipeReporter(Reporter):
                           columns_added=counts.columns_added,
                           values_dropped=counts.values_dropped)
         self.send("batch", **fields)
+
+    def failed(self, reason):
+        self.send("error", reason=reason[:MAX_REASON])
 
 
 def read_reports(fd, pending):

@@ -54,6 +54,9 @@ class Reporter:
     def batch_done(self, batch, counts, seconds):
         pass
 
+    def failed(self, reason):
+        pass
+
 
 class Worker:
     """Runs one job until asked to stop. Errors propagate to the caller."""

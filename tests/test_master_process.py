@@ -12,7 +12,7 @@ import time
 import psycopg2
 import pytest
 
-from masterproc import MasterProcess, children_of, process_alive, wait_for
+from masterproc import MasterProcess, children_of, process_alive, run_cubemux, wait_for
 
 ITEM_DDL = "create table public.item (id int primary key, name text)"
 
@@ -256,3 +256,23 @@ def test_killed_master_leaves_no_worker(setup, jobs_dir, tmp_path, masters):
     master.process.wait(10)
     wait_for(lambda: not any(process_alive(pid) for pid in pids), 15,
              "every worker to exit after the master died")
+
+
+def test_status_shows_why_job_is_in_backoff(setup, jobs_dir, tmp_path, masters):
+    broken = setup.dst_dsn.replace("dbname=", "password=s3cret dbname=missing_")
+    setup.job_file("alpha", dst_db=broken)
+    setup.job_file("beta")
+    master = masters(jobs_dir, tmp_path)
+    master.wait_running("beta")
+
+    job = master.wait_job("alpha", lambda job: job["state"] == "backoff",
+                          "backoff after the failed connection")
+    assert "database error" in job["message"]
+    assert "does not exist" in job["message"]
+    assert "s3cret" not in job["message"]
+
+    table = run_cubemux("status", "--control-socket", master.socket)
+    assert table.returncode == 0, table.stderr
+    row = [line for line in table.stdout.splitlines() if line.startswith("alpha")]
+    assert len(row) == 1
+    assert "does not exist" in row[0]
