@@ -10,6 +10,7 @@ from cubemux import (__version__, config, deadletter_commands, logsetup,
                      position_commands, service)
 from cubemux.errors import (EXIT_CONFIG, EXIT_CRASH, EXIT_OK, EXIT_USAGE, ConfigError,
                             CubemuxError)
+from cubemux.jobs import claim_consumer
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +132,7 @@ def cmd_check(args, verbosity):
         paths = [args.path]
 
     failed = 0
-    seen = {}
+    owners = {}
     for path in paths:
         try:
             job = config.load_job(path)
@@ -139,14 +140,11 @@ def cmd_check(args, verbosity):
             failed += 1
             print(str(error), file=sys.stderr)
             continue
-        key = (job.pgq_queue_name, job.pgq_consumer_id)
-        if key in seen:
+        conflict = claim_consumer(job, path, owners)
+        if conflict is not None:
             failed += 1
-            print("%s: queue %s and consumer %s are already used by %s: give this "
-                  "job another pgq_consumer_id" % (path, key[0], key[1], seen[key]),
-                  file=sys.stderr)
+            print(conflict, file=sys.stderr)
             continue
-        seen[key] = path
         for warning in job.warnings:
             print("warning: %s" % warning, file=sys.stderr)
         if verbosity >= 0:

@@ -59,6 +59,32 @@ def consumer_key(job):
     return job.pgq_queue_name, job.pgq_consumer_id
 
 
+def claim_consumer(job, path, owners):
+    """Record that JOB of file PATH uses its consumer. Return an error or None.
+
+    OWNERS maps what earlier jobs claimed to their files. A job may not use
+    the queue and consumer of an earlier one, nor its consumer in the same
+    dst_db: pgq_ext.completed_tick keeps one position per consumer, so two
+    queues would overwrite each other's position there.
+    """
+    # NOTE: dst_db strings are compared as written, so two spellings of the
+    # same database are not caught.
+    queue_key = ("queue", job.pgq_queue_name, job.pgq_consumer_id)
+    position_key = ("position", job.dst_db, job.pgq_consumer_id)
+    if queue_key in owners:
+        return ("%s: queue %s and consumer %s are already used by %s: set another "
+                "pgq_consumer_id in this file or remove it"
+                % (path, job.pgq_queue_name, job.pgq_consumer_id, owners[queue_key]))
+    if position_key in owners:
+        return ("%s: consumer %s already keeps its position in this dst_db for "
+                "another queue, in %s: pgq_ext keeps one position per consumer, "
+                "so set another pgq_consumer_id in this file"
+                % (path, job.pgq_consumer_id, owners[position_key]))
+    owners[queue_key] = path
+    owners[position_key] = path
+    return None
+
+
 class JobSlot:
     """One job file and the worker that runs it.
 
@@ -283,8 +309,8 @@ class JobSlot:
 def scan_jobs(directory, slots):
     """Load the job files of DIRECTORY. Return {path: JobConfig or ConfigError}.
 
-    Of two files that name the same queue and consumer, the second one is an
-    error. A file whose running job already uses that pair comes first, so a
+    Of two files that claim the same consumer (see claim_consumer), the second
+    one is an error. A file whose running job already uses that pair comes first, so a
     file added later can never take over a running consumer. SLOTS is the
     master's {path: JobSlot}. Raise OSError when DIRECTORY cannot be listed.
     """
@@ -307,12 +333,7 @@ def scan_jobs(directory, slots):
         job = loaded[path]
         if isinstance(job, ConfigError):
             continue
-        key = consumer_key(job)
-        if key in owners:
-            loaded[path] = ConfigError(
-                "%s: queue %s and consumer %s are already used by %s: set another "
-                "pgq_consumer_id in this file or remove it"
-                % (path, key[0], key[1], owners[key]))
-        else:
-            owners[key] = path
+        conflict = claim_consumer(job, path, owners)
+        if conflict is not None:
+            loaded[path] = ConfigError(conflict)
     return dict(sorted(loaded.items()))

@@ -170,6 +170,27 @@ def test_check_later_duplicate_reported(tmp_path):
     assert "b.ini: ok" in result.stdout
 
 
+def test_check_consumer_position_shared(tmp_path):
+    # pgq_ext keeps one position per consumer in a destination database.
+    (tmp_path / "a.ini").write_text(job(queue="q1", pgq_consumer_id="cube"))
+    (tmp_path / "b.ini").write_text(job(queue="q2", pgq_consumer_id="cube"))
+    result = check(tmp_path)
+    assert result.returncode == EXIT_CONFIG
+    assert "b.ini: consumer cube already keeps its position in this dst_db" in (
+        result.stderr)
+    assert str(tmp_path / "a.ini") in result.stderr
+
+
+def test_check_consumer_in_other_destination(tmp_path):
+    (tmp_path / "a.ini").write_text(job(queue="q1", pgq_consumer_id="cube"))
+    other = job(queue="q2", pgq_consumer_id="cube").replace(
+        "dbname=dst", "dbname=other_dst")
+    assert "dbname=other_dst" in other
+    (tmp_path / "b.ini").write_text(other)
+    result = check(tmp_path)
+    assert result.returncode == 0, result.stderr
+
+
 def test_check_same_queue_other_consumer(tmp_path):
     # Each consumer defaults to the job name, which defaults to the file name.
     (tmp_path / "a.ini").write_text(job())

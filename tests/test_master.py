@@ -178,6 +178,18 @@ def test_same_queue_and_consumer_second_file_rejected(master, system, jobs_dir):
     assert len(system.alive) == 1
 
 
+def test_consumer_position_in_same_destination_rejected(master, system, jobs_dir,
+                                                        caplog):
+    write_job(jobs_dir, "alpha", pgq_queue_name="q1", pgq_consumer_id="c")
+    write_job(jobs_dir, "beta", pgq_queue_name="q2", pgq_consumer_id="c")
+    instance = master()
+    assert slot_named(instance, "alpha").state == states.STARTING
+    beta = slot_named(instance, "beta")
+    assert beta.state == states.FATAL
+    assert "keeps its position in this dst_db" in caplog.text
+    assert len(system.alive) == 1
+
+
 def test_new_file_cannot_take_running_consumer(master, system, jobs_dir):
     write_job(jobs_dir, "zulu", pgq_queue_name="shared", pgq_consumer_id="c")
     instance = master()
