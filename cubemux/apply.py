@@ -472,18 +472,21 @@ class BatchWriter:
                     keys=key_list, stage=target.stage,
                     ev_id=sql.Identifier(EV_ID_COLUMN))
             for buffer in target.buffers.values():
+                # Values go in as sql.Literal, not as parameters, because
+                # psycopg2 would read a % in a column name as a placeholder.
                 columns = sql.SQL(", ").join(sql.Identifier(c) for c in buffer.columns)
                 insert = sql.SQL(
                     "insert into {table} ({columns}) select {columns} from {latest}"
-                    " where l.{op} <> 'D' and l.{colset} = %s").format(
+                    " where l.{op} <> 'D' and l.{colset} = {number}").format(
                         table=table, columns=columns, latest=latest,
                         op=sql.Identifier(OP_COLUMN),
-                        colset=sql.Identifier(COLSET_COLUMN))
+                        colset=sql.Identifier(COLSET_COLUMN),
+                        number=sql.Literal(buffer.colset))
                 if self.on_error == "deadletter":
                     inserted = self._insert_setting_aside(target, insert, latest,
                                                           columns, buffer)
                 else:
-                    cur.execute(insert, (buffer.colset,))
+                    cur.execute(insert)
                     inserted = cur.rowcount
                 self.counts.add_rows("inserted", target.parent_label, inserted)
 
@@ -491,7 +494,7 @@ class BatchWriter:
         """Run INSERT. If the partition rejects a row, insert row by row instead."""
         try:
             with _savepoint(self.conn), self.conn.cursor() as cur:
-                cur.execute(insert, (buffer.colset,))
+                cur.execute(insert)
                 return cur.rowcount
         except (psycopg2.DataError, psycopg2.IntegrityError):
             log.info("the partition %s.%s rejected a row: inserting one row at a "
@@ -500,20 +503,21 @@ class BatchWriter:
         with self.conn.cursor() as cur:
             cur.execute(sql.SQL(
                 "select l.{ev_id} from {latest} where l.{op} <> 'D'"
-                " and l.{colset} = %s order by 1").format(
+                " and l.{colset} = {number} order by 1").format(
                     ev_id=ev_id, latest=latest, op=sql.Identifier(OP_COLUMN),
-                    colset=sql.Identifier(COLSET_COLUMN)), (buffer.colset,))
+                    colset=sql.Identifier(COLSET_COLUMN),
+                    number=sql.Literal(buffer.colset)))
             ev_ids = [row[0] for row in cur.fetchall()]
-        single = sql.SQL(
-            "insert into {table} ({columns}) select {columns} from {stage}"
-            " where {ev_id} = %s").format(
-                table=target.identifier(), columns=columns, stage=target.stage,
-                ev_id=ev_id)
         inserted = 0
         for row_ev_id in ev_ids:
+            single = sql.SQL(
+                "insert into {table} ({columns}) select {columns} from {stage}"
+                " where {ev_id} = {number}").format(
+                    table=target.identifier(), columns=columns, stage=target.stage,
+                    ev_id=ev_id, number=sql.Literal(row_ev_id))
             try:
                 with _savepoint(self.conn), self.conn.cursor() as cur:
-                    cur.execute(single, (row_ev_id,))
+                    cur.execute(single)
                 inserted += 1
             except (psycopg2.DataError, psycopg2.IntegrityError) as error:
                 message = (error.diag.message_primary or str(error)).strip()

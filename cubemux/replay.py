@@ -34,11 +34,15 @@ def _key_has_row(dst, event, name):
                     (sql.Identifier(event.schema, name).as_string(dst),))
         if not cur.fetchone()[0]:
             return False
+        # The key values go in as sql.Literal, because with parameters
+        # psycopg2 would read a % in a column name as a placeholder.
         matches = sql.SQL(" and ").join(
-            sql.SQL("{} = %s").format(sql.Identifier(key)) for key in event.pkeys)
-        values = [event.values[event.columns.index(key)] for key in event.pkeys]
+            sql.SQL("{} = {}").format(
+                sql.Identifier(key),
+                sql.Literal(event.values[event.columns.index(key)]))
+            for key in event.pkeys)
         cur.execute(sql.SQL("select exists (select 1 from {} where {})").format(
-            sql.Identifier(event.schema, name), matches), values)
+            sql.Identifier(event.schema, name), matches))
         return cur.fetchone()[0]
 
 

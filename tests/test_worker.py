@@ -7,7 +7,8 @@ import psycopg2
 import pytest
 
 from conftest import drain
-from cubemux import pgq, tracking
+from cubemux import pgq, replay, tracking
+from cubemux.config import load_job
 from cubemux.errors import EventError, LostPosition, PartitionError
 
 
@@ -442,3 +443,38 @@ def test_run_sleeps_and_stops(setup):
     assert not thread.is_alive()
     assert rows_of(setup, 'public."item_%s"' % last_suffix(setup)) == [(1, "a", 1)]
     worker.close()
+
+
+@pytest.mark.parametrize("on_error", ["stop", "deadletter"])
+def test_percent_in_names_keep_latest(setup, on_error):
+    # psycopg2 reads % in a statement with parameters as a placeholder.
+    ddl = 'create table public."pct%t" ("id%" int primary key, "v%s" text)'
+    setup.table(ddl, 'public."pct%%t"',
+                dst_ddl=ddl.replace("text", "text check (\"v%s\" <> 'bad')"))
+    worker = setup.worker(mode="keep_latest", on_error=on_error,
+                          part_template="create table _DEST_TABLE (like _PARENT"
+                          " including all)")
+    worker.start()
+    setup.src_exec('insert into "pct%t" values (1, \'a\'), (2, \'b\')')
+    setup.src_exec('update "pct%t" set "v%s" = \'a2\' where "id%" = 1')
+    if on_error == "deadletter":
+        setup.src_exec('update "pct%t" set "v%s" = \'bad\' where "id%" = 2')
+    setup.tick()
+    assert drain(worker) == 1
+    worker.close()
+
+    rows = rows_of(setup, 'public."pct%%t_%s"' % last_suffix(setup))
+    if on_error == "stop":
+        assert rows == [(1, "a2"), (2, "b")]
+        return
+    assert rows == [(1, "a2")]
+    assert len(setup.dst_query("select ev_id from cubemux.deadletter")) == 1
+
+    # Replay checks the key of the dead letter in the partition first.
+    setup.dst_exec('alter table public."pct%t" drop constraint "pct%t_v%s_check"')
+    setup.dst_exec('alter table public."pct%%t_%s" drop constraint "pct%%t_v%%s_check"'
+                   % last_suffix(setup))
+    assert replay.replay(load_job(setup.job_file(mode="keep_latest",
+                                                 on_error=on_error))) == 1
+    assert rows_of(setup, 'public."pct%%t_%s"' % last_suffix(setup)) == [
+        (1, "a2"), (2, "bad")]
