@@ -486,9 +486,82 @@ class BatchWriter:
                     inserted = self._insert_setting_aside(target, insert, latest,
                                                           columns, buffer)
                 else:
-                    cur.execute(insert)
-                    inserted = cur.rowcount
+                    inserted = self._insert_or_name_row(target, insert, latest,
+                                                        columns, buffer)
                 self.counts.add_rows("inserted", target.parent_label, inserted)
+
+    def _insert_or_name_row(self, target, insert, latest, columns, buffer):
+        """Run INSERT. If the partition rejects a row, raise EventError naming it.
+
+        The stage has none of the partition's NOT NULL and CHECK constraints,
+        so such a row gets past COPY and fails only here.
+        """
+        try:
+            with _savepoint(self.conn), self.conn.cursor() as cur:
+                cur.execute(insert)
+                return cur.rowcount
+        except (psycopg2.DataError, psycopg2.IntegrityError) as error:
+            log.info("the partition %s.%s rejected a row: searching for it",
+                     target.schema, target.name)
+            first = error
+        ev_id, error = self._first_rejected(target, latest, columns, buffer, first)
+        message = (error.diag.message_primary or str(error)).strip()
+        raise EventError("the destination rejected the row: %s" % message,
+                         ev_id, target.parent_label) from error
+
+    def _first_rejected(self, target, latest, columns, buffer, error):
+        """Return (ev_id, error) of the first latest row that the partition rejects.
+
+        ERROR is that of inserting them all. A binary search inserts ever
+        shorter runs of the rows in ev_id order, each rolled back, so it takes
+        about log2(rows) statements.
+        """
+        ev_ids = self._latest_ev_ids(latest, buffer)
+        # Inserting the first LOW rows works, and the first HIGH rows fail.
+        low, high = 0, len(ev_ids)
+        while high - low > 1:
+            middle = (low + high) // 2
+            failure = self._try_insert(target, latest, columns, buffer,
+                                       ev_ids[middle - 1])
+            if failure is None:
+                low = middle
+            else:
+                high, error = middle, failure
+        return (ev_ids[high - 1] if ev_ids else None), error
+
+    def _try_insert(self, target, latest, columns, buffer, last_ev_id):
+        """Insert the latest rows up to LAST_EV_ID, then roll them back.
+
+        Return the error that the partition raised, or None.
+        """
+        statement = sql.SQL(
+            "insert into {table} ({columns}) select {columns} from {latest}"
+            " where l.{op} <> 'D' and l.{colset} = {number} and l.{ev_id} <= {last}"
+        ).format(table=target.identifier(), columns=columns, latest=latest,
+                 op=sql.Identifier(OP_COLUMN), colset=sql.Identifier(COLSET_COLUMN),
+                 number=sql.Literal(buffer.colset), ev_id=sql.Identifier(EV_ID_COLUMN),
+                 last=sql.Literal(last_ev_id))
+        failure = None
+        with self.conn.cursor() as cur:
+            cur.execute("savepoint cubemux_probe")
+            try:
+                cur.execute(statement)
+            except (psycopg2.DataError, psycopg2.IntegrityError) as error:
+                failure = error
+            cur.execute("rollback to savepoint cubemux_probe")
+            cur.execute("release savepoint cubemux_probe")
+        return failure
+
+    def _latest_ev_ids(self, latest, buffer):
+        """Return the ev_ids of BUFFER's latest rows to insert, in order."""
+        with self.conn.cursor() as cur:
+            cur.execute(sql.SQL(
+                "select l.{ev_id} from {latest} where l.{op} <> 'D'"
+                " and l.{colset} = {number} order by 1").format(
+                    ev_id=sql.Identifier(EV_ID_COLUMN), latest=latest,
+                    op=sql.Identifier(OP_COLUMN), colset=sql.Identifier(COLSET_COLUMN),
+                    number=sql.Literal(buffer.colset)))
+            return [row[0] for row in cur.fetchall()]
 
     def _insert_setting_aside(self, target, insert, latest, columns, buffer):
         """Run INSERT. If the partition rejects a row, insert row by row instead."""
@@ -499,17 +572,16 @@ class BatchWriter:
         except (psycopg2.DataError, psycopg2.IntegrityError):
             log.info("the partition %s.%s rejected a row: inserting one row at a "
                      "time to set the bad ones aside", target.schema, target.name)
+        return self._insert_one_by_one(target, latest, columns, buffer)
+
+    def _insert_one_by_one(self, target, latest, columns, buffer):
+        """Insert the latest rows of BUFFER's column set one at a time, in ev_id order.
+
+        Set aside each row that the partition rejects. Return the rows inserted.
+        """
         ev_id = sql.Identifier(EV_ID_COLUMN)
-        with self.conn.cursor() as cur:
-            cur.execute(sql.SQL(
-                "select l.{ev_id} from {latest} where l.{op} <> 'D'"
-                " and l.{colset} = {number} order by 1").format(
-                    ev_id=ev_id, latest=latest, op=sql.Identifier(OP_COLUMN),
-                    colset=sql.Identifier(COLSET_COLUMN),
-                    number=sql.Literal(buffer.colset)))
-            ev_ids = [row[0] for row in cur.fetchall()]
         inserted = 0
-        for row_ev_id in ev_ids:
+        for row_ev_id in self._latest_ev_ids(latest, buffer):
             single = sql.SQL(
                 "insert into {table} ({columns}) select {columns} from {stage}"
                 " where {ev_id} = {number}").format(

@@ -7,7 +7,7 @@ import pytest
 
 from conftest import drain
 from cubemux import tracking
-from cubemux.errors import CubemuxError
+from cubemux.errors import EXIT_BAD_EVENT, CubemuxError, EventError
 from test_worker import last_suffix, rows_of
 
 CUBEMUX = [sys.executable, "-m", "cubemux"]
@@ -180,3 +180,27 @@ def test_replay_refuses_newer_row(setup):
                             text=True)
     assert forced.returncode == 0, forced.stderr
     assert rows_of(setup, partition) == [(7, "old", "x")]
+
+
+@pytest.mark.parametrize("bad", [1, 137, 200])
+def test_keep_latest_insert_reject_names_event(setup, bad):
+    # The stage table lacks the partition's NOT NULL, so the row gets past
+    # COPY and fails only at the final INSERT.
+    setup.dst_exec("create table public.good (id int primary key, v text not null)")
+    worker = setup.worker(mode="keep_latest",
+                          part_template="create table _DEST_TABLE (like _PARENT"
+                          " including all)")
+    worker.start()
+    rows = setup.src_query(
+        "select g, pgq.insert_event(%s, 'I:id', case when g = %s then 'id=' || g || '&v'"
+        " else 'id=' || g || '&v=x' end, 'public.good', null, null, null)"
+        " from generate_series(1, 200) g order by g", (setup.queue, bad))
+    bad_id = dict(rows)[bad]
+    setup.tick()
+    with pytest.raises(EventError) as caught:
+        worker.run_once()
+    worker.close()
+    assert caught.value.ev_id == bad_id
+    assert "event %d" % bad_id in str(caught.value)
+    assert "null value" in str(caught.value)
+    assert caught.value.exit_code == EXIT_BAD_EVENT
