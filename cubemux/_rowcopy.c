@@ -9,7 +9,8 @@
  * skipped. The bytes of the line must be UTF-8.
  *
  * It returns None for anything else: an empty name, a raw '=' inside a
- * value, a malformed %-escape, a NUL byte, or bytes that are not UTF-8.
+ * value, a malformed %-escape, a NUL byte, bytes that are not UTF-8, or
+ * text with a lone surrogate.
  * The caller then decodes the row in Python, which raises the precise error.
  */
 
@@ -131,8 +132,13 @@ rowcopy_encode(PyObject *module, PyObject *arg)
         return NULL;
     }
     data = PyUnicode_AsUTF8AndSize(arg, &size);
-    if (data == NULL)
-        return NULL;
+    if (data == NULL) {
+        /* A lone surrogate has no UTF-8 form: the Python path reports it. */
+        if (!PyErr_ExceptionMatches(PyExc_UnicodeEncodeError))
+            return NULL;
+        PyErr_Clear();
+        Py_RETURN_NONE;
+    }
 
     /* A byte becomes at most two, and a NULL name of one byte plus its
      * separator becomes three bytes out of two. */

@@ -113,6 +113,8 @@ class _Target:
         self.columns = columns
         self.buffers = {}
         self.stage = None
+        # Rows that keep_all has copied into the table in this batch.
+        self.copied = 0
         # Column sets whose unknown columns on_new_column = ignore drops:
         # {columns: (indexes kept, columns kept)}.
         self.reshape = {}
@@ -283,6 +285,8 @@ class BatchWriter:
         if target is not None:
             for buffer in target.buffers.values():
                 buffer.take()
+            # The truncate removes the rows copied so far, so they were not inserted.
+            self._count_copied(target, -target.copied)
             tables = [target.identifier()]
             if target.stage is not None:
                 tables.append(target.stage)
@@ -371,8 +375,13 @@ class BatchWriter:
             except (psycopg2.DataError, psycopg2.IntegrityError) as error:
                 raise self._row_error(error, target, events) from error
 
+        self._count_copied(target, len(events))
+
+    def _count_copied(self, target, count):
+        """Count COUNT rows (fewer when negative) copied into TARGET under keep_all."""
         if self.mode == "keep_all":
-            self.counts.add_rows("inserted", target.parent_label, len(events))
+            target.copied += count
+            self.counts.add_rows("inserted", target.parent_label, count)
 
     def _sync(self):
         """Wait for the COPY thread's statements, so that CONN is free again.
@@ -392,10 +401,8 @@ class BatchWriter:
                 raise self._row_error(error, job.target, job.events) from error
             statement = sql.SQL(job.statement)
             copied = self._copy_setting_aside(statement, job.events, job.colset,
-                                              job.target)
-            if self.mode == "keep_all":
-                self.counts.add_rows("inserted", job.target.parent_label,
-                                     len(copied) - len(job.events))
+                                              job.target, error)
+            self._count_copied(job.target, len(copied) - len(job.events))
             for later in unsent:
                 self.sender.send(later)
 
@@ -404,27 +411,37 @@ class BatchWriter:
         if self.sender is not None:
             self.sender.close(abort=True)
 
-    def _copy_setting_aside(self, statement, events, colset, target):
+    def _copy_setting_aside(self, statement, events, colset, target, error=None):
         """COPY EVENTS, setting aside each row that the destination rejects.
 
+        ERROR, when given, is that of a COPY of EVENTS that already failed.
         Return the events that were copied.
         """
+        if error is not None:
+            events = self._set_aside_failed_row(error, events, target)
         while events:
             try:
                 with _savepoint(self.conn), self.conn.cursor() as cur:
                     cur.copy_expert(statement.as_string(self.conn),
                                     _CopyInput(events, colset))
                 return events
-            except (psycopg2.DataError, psycopg2.IntegrityError) as error:
-                rejected = str(self._row_error(error, target, events))
-                line = copytext.failed_line(error.diag.context)
-                if line is None or not 0 < line <= len(events):
-                    for event in events:
-                        self.set_aside(event.ev_id, rejected)
-                    return []
-                self.set_aside(events[line - 1].ev_id, rejected)
-                events = events[:line - 1] + events[line:]
+            except (psycopg2.DataError, psycopg2.IntegrityError) as failure:
+                events = self._set_aside_failed_row(failure, events, target)
         return events
+
+    def _set_aside_failed_row(self, error, events, target):
+        """Set aside the row of EVENTS that made a COPY fail. Return the others.
+
+        When the error names no line of EVENTS, all of them are set aside.
+        """
+        rejected = str(self._row_error(error, target, events))
+        line = copytext.failed_line(error.diag.context)
+        if line is None or not 0 < line <= len(events):
+            for event in events:
+                self.set_aside(event.ev_id, rejected)
+            return []
+        self.set_aside(events[line - 1].ev_id, rejected)
+        return events[:line - 1] + events[line:]
 
     def set_aside(self, ev_id, reason):
         """Record a bad event for the dead-letter table."""

@@ -7,6 +7,7 @@ import zoneinfo
 import pytest
 
 from conftest import drain
+from cubemux import apply
 from cubemux.errors import EventError
 from test_worker import item_table, last_suffix, rows_of
 
@@ -338,3 +339,21 @@ def test_on_new_column_add_adds_text_column(setup, mode):
     assert setup.dst_query("select data_type from information_schema.columns"
                            " where table_name = 'dr' and column_name = 'extra'") == [
         ("text",)]
+
+
+@pytest.mark.parametrize("flush", [1, 5000])
+def test_on_truncate_counts_only_kept_rows(setup, monkeypatch, flush):
+    # With a flush per event, the rows before the truncate are already copied.
+    monkeypatch.setattr(apply, "FLUSH_EVENTS", flush)
+    truncate_table(setup)
+    worker = setup.worker(mode="keep_all", on_truncate="truncate")
+    worker.start()
+    counted = []
+    worker.reporter.batch_done = lambda batch, counts, seconds: counted.append(counts)
+    setup.src_exec("insert into item values (1, 'a', 1), (2, 'b', 2)")
+    setup.src_exec("truncate item")
+    setup.src_exec("insert into item values (3, 'c', 3)")
+    setup.tick()
+    drain(worker)
+    assert rows_of(setup, 'public."item_%s"' % last_suffix(setup)) == [(3, "c", 3)]
+    assert counted[0].inserted == {"public.item": 1}

@@ -59,6 +59,7 @@ def test_encoded_rows_give_same_line(pairs):
 @example("&&a=1&&")
 @example("a=%ed%a0%80")
 @example("=1")
+@example("a=\ud800")
 def test_raw_text_gives_same_line_or_error(data):
     check_same(data)
 
