@@ -6,7 +6,7 @@ from psycopg2 import sql
 
 from cubemux import deadletter, pgq
 from cubemux.apply import BatchWriter
-from cubemux.errors import EventError
+from cubemux.errors import CubemuxError, EventError
 from cubemux.events import decode_event
 from cubemux.routing import Router, partition_zone
 from cubemux.worker import TRUNCATE_TYPE, Worker
@@ -60,6 +60,13 @@ def replay(job, ids=None, force=False):
         src = worker.src.get()
         dst = worker.dst.get()
         rows = deadletter.pending(dst, job, ids=ids)
+        missing = sorted(set(ids or ()) - {row["id"] for row in rows})
+        if missing:
+            raise CubemuxError(
+                "no pending dead letter of this job has id %s: run 'cubemux "
+                "deadletter FILE' to list the ids (the first column, not the "
+                "event id); --all also lists the replayed ones"
+                % ", ".join(map(str, missing)))
         if not rows:
             return 0
         router = Router(job, partition_zone(job, worker.timezone), worker.partitioner)

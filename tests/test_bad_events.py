@@ -107,6 +107,12 @@ def test_deadletter_list_and_replay(setup):
     setup.dst_exec("alter table public.good add column extra text")
     setup.dst_exec('alter table public."good_%s" add column extra text'
                    % last_suffix(setup))
+    # An event id is not a dead-letter id.
+    wrong = subprocess.run([*CUBEMUX, "replay", path, "--id", str(bad_id + 1000)],
+                           capture_output=True, text=True)
+    assert wrong.returncode != 0
+    assert "no pending dead letter of this job has id %d" % (bad_id + 1000) in (
+        wrong.stderr)
     replayed = subprocess.run([*CUBEMUX, "replay", path], capture_output=True,
                               text=True)
     assert replayed.returncode == 0, replayed.stderr
