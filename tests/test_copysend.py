@@ -12,6 +12,7 @@ import psycopg2.errors
 import pytest
 
 from conftest import drain
+from masterproc import wait_for
 from cubemux import apply, copysend, tracking
 from cubemux.errors import CubemuxError
 from test_worker import last_suffix, rows_of
@@ -141,6 +142,10 @@ def test_sender_abort_ends_copy_in_progress(setup):
     blocker = psycopg2.connect(setup.dst_dsn)
     blocker.cursor().execute("lock table public.sink")
     sender.send(_job("".join("%d\n" % n for n in range(200000))))
+    wait_for(lambda: setup.dst_query(
+        "select count(*) from pg_stat_activity where wait_event_type = 'Lock'"
+        " and query like 'copy public.sink%%'")[0][0] == 1, 30,
+        "the COPY to wait for the lock")
     closer = threading.Thread(target=sender.close, kwargs={"abort": True})
     closer.start()
     while not sender.aborted.is_set():
