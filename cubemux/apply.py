@@ -247,10 +247,8 @@ class BatchWriter:
         plan = target.reshape.get(event.columns)
         if plan is not None:
             indexes, columns = plan
-            values = event.values
-            self.counts.values_dropped += len(values) - len(indexes)
-            event.values = [values[index] for index in indexes]
-            event.columns = columns
+            self.counts.values_dropped += len(event.columns) - len(indexes)
+            event.select(indexes, columns)
 
     def _add_columns(self, target, missing):
         """Add MISSING as text columns to the parent, the partition and the stage.

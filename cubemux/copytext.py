@@ -33,6 +33,20 @@ def encode_fields(values):
     return "\t".join([encode_value(value) for value in values])
 
 
+_ESCAPED = re.compile(r"\\(.)")
+_UNESCAPES = {"t": "\t", "n": "\n", "r": "\r", "b": "\b", "f": "\f", "v": "\v"}
+
+
+def decode_field(field):
+    """Return the value of one COPY text FIELD: the inverse of encode_value."""
+    if field == NULL:
+        return None
+    if "\\" not in field:
+        return field
+    return _ESCAPED.sub(lambda match: _UNESCAPES.get(match.group(1), match.group(1)),
+                        field)
+
+
 def encode_row(values):
     """Return one COPY text line, with its newline."""
     return encode_fields(values) + "\n"

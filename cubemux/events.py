@@ -15,7 +15,7 @@ import dataclasses
 import re
 from urllib.parse import unquote_to_bytes
 
-from cubemux import rowdecode
+from cubemux import copytext, rowdecode
 from cubemux.errors import EventError
 
 try:
@@ -54,6 +54,23 @@ class Event:
     @property
     def qualified_table(self):
         return "%s.%s" % (self.schema, self.table)
+
+    def select(self, indexes, columns):
+        """Keep only the values at INDEXES, under the names COLUMNS."""
+        if self.line is None:
+            values = self.values
+            self.values = [values[index] for index in indexes]
+        else:
+            # Encoded fields contain no raw tab, so splitting on tabs is exact.
+            fields = self.line.split("\t")
+            self.line = "\t".join([fields[index] for index in indexes])
+        self.columns = columns
+
+    def value(self, index):
+        """Return the value of column number INDEX. None is NULL."""
+        if self.line is None:
+            return self.values[index]
+        return copytext.decode_field(self.line.split("\t")[index])
 
 
 def url_decode(text):

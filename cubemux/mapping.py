@@ -40,9 +40,7 @@ class FieldMap:
             plan = self._plan(event.columns)
             self._plans[event.columns] = plan
         indexes, names = plan
-        values = event.values
-        event.values = [values[index] for index in indexes]
-        event.columns = names
+        event.select(indexes, names)
         if event.pkeys:
             event.pkeys = self._map_keys(event)
 

@@ -87,7 +87,7 @@ class Naming:
             raise EventError("part_field %s is not in the event's row: set part_field "
                              "to a column that every event carries" % self.part_field,
                              event.ev_id, event.qualified_table) from None
-        value = event.values[index]
+        value = event.value(index)
         moment = parse_field_time(value, self.zone) if value is not None else None
         if moment is None:
             raise EventError("part_field %s is NULL or not an ISO date or "

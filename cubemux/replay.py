@@ -39,7 +39,7 @@ def _key_has_row(dst, event, name):
         matches = sql.SQL(" and ").join(
             sql.SQL("{} = {}").format(
                 sql.Identifier(key),
-                sql.Literal(event.values[event.columns.index(key)]))
+                sql.Literal(event.value(event.columns.index(key))))
             for key in event.pkeys)
         cur.execute(sql.SQL("select exists (select 1 from {} where {})").format(
             sql.Identifier(event.schema, name), matches))

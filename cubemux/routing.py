@@ -46,10 +46,6 @@ class Router:
         self.per_event = self.naming.per_event
         # Whether route() needs each event's ev_time.
         self.uses_event_time = self.per_event and self.naming.mode == "event_time"
-        # Whether route() reads the events' values: fields, skip_fields and
-        # part_mode = date_field do.
-        self.reads_values = self.fields.changes_columns or (
-            self.per_event and self.naming.mode == "date_field")
         self.partitioner = partitioner
         self.retention_period = job.retention_period
         self.ignore_old = bool(job.ignore_old_events and self.retention_period)

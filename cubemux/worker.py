@@ -245,11 +245,6 @@ class Worker:
         # A truncate must land between the events around it, so it needs the
         # batch in ev_id order. Otherwise the server may skip sorting it.
         ordered = self.on_truncate == "truncate"
-        # Without a step that reads the values, rows go straight to COPY text.
-        # on_new_column = ignore drops values, so it needs them.
-        decode = decode_event
-        if not router.reads_values and job.on_new_column != "ignore":
-            decode = decode_event_line
         # Closed before any rollback, so the fetch thread is done with SRC.
         with contextlib.closing(pgq.iter_events(
                 src, batch.batch_id, ordered=ordered,
@@ -262,7 +257,7 @@ class Worker:
                     if ev_type == TRUNCATE_TYPE and self.on_truncate != "error":
                         self._truncate(writer, router, ev_id, ev_time, extra1)
                         continue
-                    event = decode(ev_id, ev_type, ev_data, extra1, extra2)
+                    event = decode_event_line(ev_id, ev_type, ev_data, extra1, extra2)
                     name = router.route(event, ev_time)
                     if name is not None:
                         writer.add(event, name)

@@ -320,10 +320,14 @@ def test_on_new_column_ignore_drops_value(setup):
     drift_table(setup)
     worker = setup.worker(mode="keep_latest", on_new_column="ignore")
     worker.start()
-    setup.src_exec("insert into dr values (1, 'x', 'e'), (2, 'y', 'f')")
+    counted = []
+    worker.reporter.batch_done = lambda batch, counts, seconds: counted.append(counts)
+    setup.src_exec("insert into dr values (1, 'x', 'e'), (2, 'y\tz', null)")
     setup.tick()
     drain(worker)
-    assert rows_of(setup, 'public."dr_%s"' % last_suffix(setup)) == [(1, "x"), (2, "y")]
+    assert rows_of(setup, 'public."dr_%s"' % last_suffix(setup)) == [
+        (1, "x"), (2, "y\tz")]
+    assert counted[0].values_dropped == 2
 
 
 @pytest.mark.parametrize("mode", ["keep_latest", "keep_all"])

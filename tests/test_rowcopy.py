@@ -1,6 +1,7 @@
 """Rows straight to COPY text in C: the same lines as decoding and encoding them."""
 
 from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from cubemux import copytext, events
 from cubemux.errors import EventError
@@ -77,3 +78,25 @@ def test_without_c_encoder_values_are_decoded(monkeypatch):
     event = events.decode_event_line(1, "U:id", "id=3&name=a+b&note", "s.t")
     assert event.line is None
     assert event.values == ["3", "a b", None]
+
+
+@settings(max_examples=1000)
+@given(rows, st.data())
+@example([("a", "x\ty\\z"), ("b", None), ("c", "")], None)
+def test_select_and_value_agree(pairs, data):
+    by_values, by_line = decode_both(encode(pairs))
+    if isinstance(by_values, str) or by_line.line is None:
+        return
+    count = len(by_values.columns)
+    for index in range(count):
+        assert by_line.value(index) == by_values.values[index]
+
+    if data is None:
+        indexes = [2, 0]
+    else:
+        indexes = data.draw(st.lists(st.integers(0, count - 1), max_size=8))
+    names = tuple(by_values.columns[index] for index in indexes)
+    by_values.select(indexes, names)
+    by_line.select(indexes, names)
+    assert by_line.columns == by_values.columns
+    assert by_line.line == copytext.encode_fields(by_values.values)
