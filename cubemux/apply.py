@@ -487,16 +487,11 @@ class BatchWriter:
                     keys=key_list, stage=target.stage,
                     ev_id=sql.Identifier(EV_ID_COLUMN))
             for buffer in target.buffers.values():
-                # Values go in as sql.Literal, not as parameters, because
-                # psycopg2 would read a % in a column name as a placeholder.
                 columns = sql.SQL(", ").join(sql.Identifier(c) for c in buffer.columns)
                 insert = sql.SQL(
                     "insert into {table} ({columns}) select {columns} from {latest}"
-                    " where l.{op} <> 'D' and l.{colset} = {number}").format(
-                        table=table, columns=columns, latest=latest,
-                        op=sql.Identifier(OP_COLUMN),
-                        colset=sql.Identifier(COLSET_COLUMN),
-                        number=sql.Literal(buffer.colset))
+                    " where {rows}").format(table=table, columns=columns, latest=latest,
+                                            rows=_latest_rows(buffer))
                 if self.on_error == "deadletter":
                     inserted = self._insert_setting_aside(target, insert, latest,
                                                           columns, buffer)
@@ -551,11 +546,8 @@ class BatchWriter:
         """
         statement = sql.SQL(
             "insert into {table} ({columns}) select {columns} from {latest}"
-            " where l.{op} <> 'D' and l.{colset} = {number} and l.{ev_id} <= {last}"
-        ).format(table=target.identifier(), columns=columns, latest=latest,
-                 op=sql.Identifier(OP_COLUMN), colset=sql.Identifier(COLSET_COLUMN),
-                 number=sql.Literal(buffer.colset), ev_id=sql.Identifier(EV_ID_COLUMN),
-                 last=sql.Literal(last_ev_id))
+            " where {rows}").format(table=target.identifier(), columns=columns,
+                                    latest=latest, rows=_latest_rows(buffer, last_ev_id))
         failure = None
         with self.conn.cursor() as cur:
             cur.execute("savepoint cubemux_probe")
@@ -571,11 +563,9 @@ class BatchWriter:
         """Return the ev_ids of BUFFER's latest rows to insert, in order."""
         with self.conn.cursor() as cur:
             cur.execute(sql.SQL(
-                "select l.{ev_id} from {latest} where l.{op} <> 'D'"
-                " and l.{colset} = {number} order by 1").format(
+                "select l.{ev_id} from {latest} where {rows} order by 1").format(
                     ev_id=sql.Identifier(EV_ID_COLUMN), latest=latest,
-                    op=sql.Identifier(OP_COLUMN), colset=sql.Identifier(COLSET_COLUMN),
-                    number=sql.Literal(buffer.colset)))
+                    rows=_latest_rows(buffer)))
             return [row[0] for row in cur.fetchall()]
 
     def _insert_setting_aside(self, target, insert, latest, columns, buffer):
@@ -612,6 +602,22 @@ class BatchWriter:
                                "rejected the row: %s"
                                % (row_ev_id, target.parent_label, message))
         return inserted
+
+
+def _latest_rows(buffer, last_ev_id=None):
+    """Return the condition on the latest versions ``l`` that BUFFER inserts.
+
+    Those are the versions of BUFFER's column set that are not deletes, up
+    to LAST_EV_ID when given. Values go in as sql.Literal, not as parameters,
+    because psycopg2 would read a % in a column name as a placeholder.
+    """
+    condition = sql.SQL("l.{op} <> 'D' and l.{colset} = {number}").format(
+        op=sql.Identifier(OP_COLUMN), colset=sql.Identifier(COLSET_COLUMN),
+        number=sql.Literal(buffer.colset))
+    if last_ev_id is None:
+        return condition
+    return sql.SQL("{} and l.{} <= {}").format(
+        condition, sql.Identifier(EV_ID_COLUMN), sql.Literal(last_ev_id))
 
 
 class _savepoint:

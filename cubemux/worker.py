@@ -27,9 +27,10 @@ TRUNCATE_TYPE = "R"
 # Read the queue's lag figures from PgQ at most this often, in seconds.
 QUEUE_FIGURES_INTERVAL = 5.0
 
-# How long, in seconds, a thread may hold the GIL while another waits for it.
-# A batch's fetch and COPY threads need it briefly after each network wait.
-# With Python's default of 5 ms, they would often wait behind the decoding thread.
+# Maximum time, in seconds, that a thread may hold the GIL while another waits
+# for it. A batch's fetch and COPY threads need the GIL briefly after each
+# network wait. With Python's default of 5 ms, they would often wait behind
+# the decoding thread.
 SWITCH_INTERVAL = 0.0005
 
 

@@ -139,6 +139,13 @@ class Setup:
         return Worker(load_job(self.job_file(name, **settings)))
 
 
+def record_counts(worker):
+    """Return a list that receives the Counts of each batch that WORKER applies."""
+    counted = []
+    worker.reporter.batch_done = lambda batch, counts, seconds: counted.append(counts)
+    return counted
+
+
 def drain(worker, limit=100):
     """Process batches until the queue has none. Return how many were processed."""
     count = 0

@@ -11,7 +11,7 @@ import psycopg2
 import psycopg2.errors
 import pytest
 
-from conftest import drain
+from conftest import drain, record_counts
 from masterproc import wait_for
 from cubemux import apply, copysend, tracking
 from cubemux.errors import CubemuxError
@@ -46,7 +46,7 @@ def partition(setup):
 
 
 @pytest.mark.parametrize("mode", ["keep_all", "keep_latest"])
-def test_rejected_row_in_later_copy_names_event(setup, mode):
+def test_later_copy_reject_names_event(setup, mode):
     setup.dst_exec("create table public.good (id int primary key, v text)")
     worker = setup.worker(mode=mode)
     worker.start()
@@ -63,7 +63,7 @@ def test_rejected_row_in_later_copy_names_event(setup, mode):
 
 
 @pytest.mark.parametrize("mode", ["keep_all", "keep_latest"])
-def test_rejected_rows_in_several_copies_set_aside(setup, mode):
+def test_rejects_in_several_copies_set_aside(setup, mode):
     setup.dst_exec("create table public.good (id int primary key, v text)")
     worker = setup.worker(mode=mode, on_error="deadletter")
     worker.start()
@@ -79,7 +79,7 @@ def test_rejected_rows_in_several_copies_set_aside(setup, mode):
     assert tracking.get_last_tick(setup.dst, "job") is not None
 
 
-def test_decode_error_while_copies_wait_rolls_back(setup):
+def test_decode_error_rolls_back_copies(setup):
     setup.dst_exec("create table public.good (id int primary key, v text)")
     worker = setup.worker(mode="keep_latest")
     worker.start()
@@ -100,8 +100,7 @@ def test_counts_of_set_aside_rows(setup):
     worker = setup.worker(mode="keep_all", on_error="deadletter")
     worker.start()
     send_many(setup, bad=[10, 20, 500])
-    counted = []
-    worker.reporter.batch_done = lambda batch, counts, seconds: counted.append(counts)
+    counted = record_counts(worker)
     drain(worker)
     worker.close()
     assert counted[0].inserted == {"public.good": EVENTS - 3}
@@ -118,7 +117,7 @@ def _job(text):
     return copysend.CopyJob("copy public.sink (id) from stdin", text, [], None, None)
 
 
-def test_sender_stops_after_failure_and_returns_the_rest(setup):
+def test_sender_stops_after_failure(setup):
     conn, sender = _sender_setup(setup)
     sender.send(_job("1\n2\n"))
     failing = _job("3\nthree\n")
@@ -135,7 +134,7 @@ def test_sender_stops_after_failure_and_returns_the_rest(setup):
     conn.close()
 
 
-def test_sender_abort_ends_copy_in_progress(setup):
+def test_sender_abort_ends_running_copy(setup):
     conn, sender = _sender_setup(setup)
     # Holding the table's lock in another session makes the COPY wait, so
     # the abort has to end a COPY that is still running.

@@ -6,7 +6,7 @@ import zoneinfo
 
 import pytest
 
-from conftest import drain
+from conftest import drain, record_counts
 from cubemux import apply
 from cubemux.errors import EventError
 from test_worker import item_table, last_suffix, rows_of
@@ -320,8 +320,7 @@ def test_on_new_column_ignore_drops_value(setup):
     drift_table(setup)
     worker = setup.worker(mode="keep_latest", on_new_column="ignore")
     worker.start()
-    counted = []
-    worker.reporter.batch_done = lambda batch, counts, seconds: counted.append(counts)
+    counted = record_counts(worker)
     setup.src_exec("insert into dr values (1, 'x', 'e'), (2, 'y\tz', null)")
     setup.tick()
     drain(worker)
@@ -352,8 +351,7 @@ def test_on_truncate_counts_only_kept_rows(setup, monkeypatch, flush):
     truncate_table(setup)
     worker = setup.worker(mode="keep_all", on_truncate="truncate")
     worker.start()
-    counted = []
-    worker.reporter.batch_done = lambda batch, counts, seconds: counted.append(counts)
+    counted = record_counts(worker)
     setup.src_exec("insert into item values (1, 'a', 1), (2, 'b', 2)")
     setup.src_exec("truncate item")
     setup.src_exec("insert into item values (3, 'c', 3)")

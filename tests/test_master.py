@@ -178,8 +178,7 @@ def test_same_queue_and_consumer_second_file_rejected(master, system, jobs_dir):
     assert len(system.alive) == 1
 
 
-def test_consumer_position_in_same_destination_rejected(master, system, jobs_dir,
-                                                        caplog):
+def test_shared_consumer_position_rejected(master, system, jobs_dir, caplog):
     write_job(jobs_dir, "alpha", pgq_queue_name="q1", pgq_consumer_id="c")
     write_job(jobs_dir, "beta", pgq_queue_name="q2", pgq_consumer_id="c")
     instance = master()

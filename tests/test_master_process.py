@@ -258,7 +258,7 @@ def test_killed_master_leaves_no_worker(setup, jobs_dir, tmp_path, masters):
              "every worker to exit after the master died")
 
 
-def test_status_shows_why_job_is_in_backoff(setup, jobs_dir, tmp_path, masters):
+def test_status_shows_backoff_reason(setup, jobs_dir, tmp_path, masters):
     broken = setup.dst_dsn.replace("dbname=", "password=s3cret dbname=missing_")
     setup.job_file("alpha", dst_db=broken)
     setup.job_file("beta")

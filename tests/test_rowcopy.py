@@ -61,7 +61,7 @@ def test_encoded_rows_give_same_line(pairs):
 @example("a=%ed%a0%80")
 @example("=1")
 @example("a=\ud800")
-def test_raw_text_gives_same_line_or_error(data):
+def test_raw_text_same_line_or_error(data):
     check_same(data)
 
 
@@ -73,7 +73,7 @@ def test_line_has_no_value_objects():
     assert event.pkeys == ("id",)
 
 
-def test_without_c_encoder_values_are_decoded(monkeypatch):
+def test_without_c_encoder_decodes_values(monkeypatch):
     monkeypatch.setattr(events, "_rowcopy", None)
     event = events.decode_event_line(1, "U:id", "id=3&name=a+b&note", "s.t")
     assert event.line is None
