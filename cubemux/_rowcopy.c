@@ -124,7 +124,7 @@ rowcopy_encode(PyObject *module, PyObject *arg)
     const char *data, *piece, *end;
     char *line = NULL, *out, *names = NULL;
     Py_ssize_t size, names_length = 0;
-    PyObject *line_object = NULL, *names_object_ = NULL, *result = NULL;
+    PyObject *line_object = NULL, *names_str = NULL, *result = NULL;
     int fields = 0;
 
     if (!PyUnicode_Check(arg)) {
@@ -181,6 +181,8 @@ rowcopy_encode(PyObject *module, PyObject *arg)
                 goto fall_back;
         }
         fields++;
+        if (piece_end == end)
+            break;
         piece = piece_end + 1;
     }
 
@@ -191,21 +193,21 @@ rowcopy_encode(PyObject *module, PyObject *arg)
         PyErr_Clear();
         goto fall_back;
     }
-    names_object_ = names_object(names, names_length);
-    if (names_object_ == NULL) {
+    names_str = names_object(names, names_length);
+    if (names_str == NULL) {
         if (!PyErr_ExceptionMatches(PyExc_UnicodeDecodeError))
             goto done;
         PyErr_Clear();
         goto fall_back;
     }
-    result = PyTuple_Pack(2, names_object_, line_object);
+    result = PyTuple_Pack(2, names_str, line_object);
     goto done;
 
 fall_back:
     result = Py_NewRef(Py_None);
 done:
     Py_XDECREF(line_object);
-    Py_XDECREF(names_object_);
+    Py_XDECREF(names_str);
     PyMem_Free(line);
     PyMem_Free(names);
     return result;
