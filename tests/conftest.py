@@ -3,7 +3,11 @@
 import itertools
 import os
 import shutil
+import signal
+import subprocess
+import sys
 import tempfile
+import time
 
 import psycopg2
 import pytest
@@ -137,6 +141,21 @@ class Setup:
 
     def worker(self, name="job", **settings):
         return Worker(load_job(self.job_file(name, **settings)))
+
+
+def run_job_with_one_row(setup, path):
+    """Run `cubemux run -v PATH` while one row goes into public.item. Return its stderr.
+
+    The job runs for about 4 s and stops on SIGTERM.
+    """
+    process = subprocess.Popen([sys.executable, "-m", "cubemux", "run", "-v", path],
+                               stderr=subprocess.PIPE, text=True)
+    time.sleep(2)
+    setup.src_exec("insert into item values (1)")
+    setup.tick()
+    time.sleep(2)
+    process.send_signal(signal.SIGTERM)
+    return process.communicate(timeout=30)[1]
 
 
 def record_counts(worker):

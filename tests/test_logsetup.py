@@ -2,14 +2,11 @@
 
 import logging
 import os
-import signal
 import subprocess
 import sys
-import time
 
+from conftest import run_job_with_one_row
 from cubemux import logsetup
-
-CUBEMUX = [sys.executable, "-m", "cubemux"]
 
 
 def test_logfile_rotates_at_size(tmp_path):
@@ -46,14 +43,7 @@ def test_skylog_file_configures_logging(tmp_path):
 def test_run_names_job_on_every_line(setup, tmp_path):
     setup.table("create table public.item (id int primary key)", "public.item")
     path = setup.job_file("named_job", mode="keep_latest")
-    process = subprocess.Popen([*CUBEMUX, "run", "-v", path], stderr=subprocess.PIPE,
-                               text=True)
-    time.sleep(2)
-    setup.src_exec("insert into item values (1)")
-    setup.tick()
-    time.sleep(2)
-    process.send_signal(signal.SIGTERM)
-    _, stderr = process.communicate(timeout=30)
+    stderr = run_job_with_one_row(setup, path)
     lines = stderr.splitlines()
     assert any("applied batch" in line for line in lines)
     assert all(" named_job: " in line for line in lines), stderr

@@ -5,7 +5,7 @@ import subprocess
 import sys
 import time
 
-from conftest import drain
+from conftest import drain, run_job_with_one_row
 from cubemux.db import mask_dsn, mask_text
 from test_worker import last_suffix
 
@@ -37,14 +37,7 @@ def test_run_logs_no_password(setup, tmp_path):
     setup.table("create table public.item (id int primary key)", "public.item")
     path = setup.job_file("job", src_db=setup.src_dsn + " password=" + SECRET,
                           dst_db=setup.dst_dsn + " password=" + SECRET)
-    process = subprocess.Popen([*CUBEMUX, "run", "-v", path], stderr=subprocess.PIPE,
-                               text=True)
-    time.sleep(2)
-    setup.src_exec("insert into item values (1)")
-    setup.tick()
-    time.sleep(2)
-    process.send_signal(signal.SIGTERM)
-    _, stderr = process.communicate(timeout=30)
+    stderr = run_job_with_one_row(setup, path)
     assert "connected to the source database" in stderr
     assert SECRET not in stderr
 
